@@ -1,0 +1,70 @@
+# One way in: a person and CI use the same targets.
+#   make run    build, start a throwaway local registry, run the push check (pass, then a wrong password)
+#   make test   wit pins, fmt, clippy and every test (unit, integration against a real registry)
+#   make build  release host at target/release/stella-doctor, check components in target/plugins/
+# Needs: rustup with the toolchain in rust-toolchain.toml (target added here),
+# Debian's docker-registry for run/test (installed here when run as root).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+PLUGINS_DIR := target/plugins
+GUEST_PACKAGES := oci-push-check
+
+.PHONY: all setup toolchain registry build guests run test lint fmt-check clippy test-unit wit-check wit-vendor clean
+
+all: build
+
+## setup: everything build, run and test need, installed when missing.
+setup: toolchain registry
+
+toolchain:
+	@command -v rustup >/dev/null || { echo "missing: rustup (https://rustup.rs); then run make again" >&2; exit 1; }
+	@rustup target add $(WASM_TARGET) >/dev/null 2>&1 || { echo "missing: the $(WASM_TARGET) target; 'rustup target add $(WASM_TARGET)' failed" >&2; exit 1; }
+
+registry:
+	@command -v docker-registry >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's docker-registry (distribution 2.8) for the local test registry"; \
+	    (apt-get install -y -qq docker-registry >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq docker-registry; }) >/dev/null; \
+	  else \
+	    echo "missing: docker-registry; install it with 'sudo apt-get install -y docker-registry'" >&2; exit 1; \
+	  fi; }
+	@command -v docker-registry >/dev/null || { echo "missing: docker-registry, and installing it failed" >&2; exit 1; }
+
+## build: the release host and the size-optimised check components.
+build: toolchain guests
+	$(CARGO) build --release -p stella-doctor
+	@echo "host:    target/release/stella-doctor"
+	@echo "plugins: $(PLUGINS_DIR)/"
+
+guests: toolchain
+	$(CARGO) build --profile guest-release --target $(WASM_TARGET) $(addprefix -p ,$(GUEST_PACKAGES))
+	@mkdir -p $(PLUGINS_DIR)
+	@for p in $(GUEST_PACKAGES); do cp target/$(WASM_TARGET)/guest-release/$${p//-/_}.wasm $(PLUGINS_DIR)/$$p.wasm; done
+
+## run: a local demo against a throwaway docker-registry on loopback.
+run: setup build
+	@scripts/demo.sh target/release/stella-doctor $(PLUGINS_DIR)
+
+## test: what CI runs.
+test: setup wit-check lint
+	$(CARGO) test --workspace --all-targets
+
+lint: fmt-check clippy
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## wit-check / wit-vendor: the WASI packages under wit/deps/ against wit/deps.lock.
+wit-check:
+	@scripts/wit-deps.sh check
+
+wit-vendor:
+	@scripts/wit-deps.sh vendor
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,10 @@
+//! Real parts for the integration tests: check components built from source,
+//! Debian's `docker-registry` on a free loopback port, a scripted HTTP server
+//! for answers a real registry cannot be made to give, and the real
+//! `stella-doctor` binary.
+
+pub mod doctor;
+pub mod guests;
+pub mod registry;
+pub mod scripted;
+pub mod token_server;
