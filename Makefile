@@ -2,6 +2,7 @@
 #   make run    build, start a throwaway local registry, run the push check (pass, then a wrong password)
 #   make test   wit pins, fmt, clippy and every test (unit, integration against a real registry)
 #   make build  release host at target/release/stella-doctor, check components in target/plugins/
+#   make edge   the push probe as a `wasi:http/proxy` component for Spin and `wasmtime serve`, in target/edge/
 # Needs: rustup with the toolchain in rust-toolchain.toml (target added here),
 # Debian's docker-registry for run/test (installed here when run as root).
 
@@ -9,9 +10,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 PLUGINS_DIR := target/plugins
+EDGE_DIR := target/edge
 GUEST_PACKAGES := oci-push-check
 
-.PHONY: all setup toolchain registry build guests run test lint fmt-check clippy test-unit wit-check wit-vendor clean
+.PHONY: all setup toolchain registry build guests edge run test lint fmt-check clippy test-unit wit-check wit-vendor clean
 
 all: build
 
@@ -42,6 +44,18 @@ guests: toolchain
 	$(CARGO) build --profile guest-release --target $(WASM_TARGET) $(addprefix -p ,$(GUEST_PACKAGES))
 	@mkdir -p $(PLUGINS_DIR)
 	@for p in $(GUEST_PACKAGES); do cp target/$(WASM_TARGET)/guest-release/$${p//-/_}.wasm $(PLUGINS_DIR)/$$p.wasm; done
+
+## edge: the push probe for serverless platforms; not a plugin, so not in $(PLUGINS_DIR).
+## Two builds of one crate, differing only in the `wasi:config` version they import:
+## oci-push-edge.wasm for `wasmtime serve` (48+), oci-push-edge-spin.wasm for Spin 3 and later.
+edge: toolchain
+	$(CARGO) build --profile guest-release --target $(WASM_TARGET) -p oci-push-edge
+	@mkdir -p $(EDGE_DIR)
+	@cp target/$(WASM_TARGET)/guest-release/oci_push_edge.wasm $(EDGE_DIR)/oci-push-edge.wasm
+	$(CARGO) build --profile guest-release --target $(WASM_TARGET) -p oci-push-edge --features spin
+	@cp target/$(WASM_TARGET)/guest-release/oci_push_edge.wasm $(EDGE_DIR)/oci-push-edge-spin.wasm
+	@echo "wasmtime serve: $(EDGE_DIR)/oci-push-edge.wasm"
+	@echo "spin:           $(EDGE_DIR)/oci-push-edge-spin.wasm (guest/oci-push-edge/spin.toml)"
 
 ## run: a local demo against a throwaway docker-registry on loopback.
 run: setup build

@@ -15,6 +15,10 @@ use crate::sandbox::{self, SandboxPolicy, SandboxState};
 /// How often the ticker advances the engine's epoch; a deadline is noticed within about this long.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The most native stack a check's WebAssembly may use; deeper recursion traps with a stack
+/// overflow. Wasmtime's default, set here so the limit is written down where it is enforced.
+pub const WASM_STACK_BYTES: usize = 512 * 1024;
+
 /// The engine, the linker every component is checked against, and the epoch ticker.
 pub struct DoctorEngine {
     engine: Engine,
@@ -32,6 +36,7 @@ impl DoctorEngine {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        config.max_wasm_stack(WASM_STACK_BYTES);
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("failed to configure the wasmtime engine")?;
@@ -57,14 +62,15 @@ impl DoctorEngine {
         &self.linker
     }
 
-    /// A fresh store for one call, limited in memory and interrupted at `policy.deadline`.
+    /// A fresh store for one call, limited as `policy.limits` says and interrupted at
+    /// `policy.deadline`.
     ///
     /// Each epoch tick yields to the async executor, so other checks and the host's own timeout
     /// keep running while a check computes; once the deadline has passed the next tick traps.
     pub fn store(&self, policy: SandboxPolicy) -> Store<SandboxState> {
         let deadline: Instant = policy.deadline;
         let mut store = Store::new(&self.engine, SandboxState::new(policy));
-        store.limiter(|state| state.limits());
+        store.limiter(|state| state.limiter());
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {

@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -20,15 +21,19 @@ use wasmtime::component::Component;
 
 use crate::contract::{self, CHECK_INTERFACE, DoctorCheckPre, SUPPORTED_VERSIONS};
 use crate::engine::DoctorEngine;
+use crate::limits::Limits;
 use crate::model::CheckMetadata;
 use crate::policy::Allowlist;
 use crate::sandbox::{SandboxPolicy, SandboxState, ScopedConfig};
+use crate::service::cache::CompileCache;
+use crate::service::trust::TrustPolicy;
+use crate::tls::TlsSettings;
 
 /// How long `metadata()` may take; it must be cheap and make no calls.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Linear memory `metadata()` may use.
-const METADATA_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
+/// Linear memory `metadata()` may use, in MiB.
+const METADATA_MEMORY_MIB: u64 = 64;
 
 /// A check ready to run: its metadata and its pre-linked component.
 #[derive(Clone)]
@@ -95,16 +100,47 @@ pub struct Inspection {
     pre: Option<DoctorCheckPre<SandboxState>>,
 }
 
+/// What loading may use besides the engine: a compile cache, a trust policy, and counters.
+///
+/// The default is what the host always did: compile every component, trust every valid one.
+#[derive(Clone, Default)]
+pub struct LoadOptions {
+    /// Compiled components from earlier starts, and where new ones are kept.
+    pub cache: Option<Arc<CompileCache>>,
+    /// When set, a component must be pinned or signed to load (checked before it is compiled).
+    pub trust: Option<Arc<TrustPolicy>>,
+    /// How many components were compiled and how many came from the cache.
+    pub counters: Arc<LoadCounters>,
+}
+
+/// Counts of the work loading did, for metrics.
+#[derive(Debug, Default)]
+pub struct LoadCounters {
+    /// Components compiled by Cranelift.
+    pub compiles: AtomicU64,
+    /// Components deserialized from the compile cache instead.
+    pub cache_hits: AtomicU64,
+}
+
 /// Loads every `*.wasm` file in `dir`.
 ///
 /// Only an unreadable folder is an error; problems with single files are collected in
 /// [`Plugins::errors`].
 pub async fn load_dir(engine: &Arc<DoctorEngine>, dir: &Path) -> anyhow::Result<Plugins> {
+    load_dir_with(engine, dir, &LoadOptions::default()).await
+}
+
+/// [`load_dir`] with a compile cache and trust policy.
+pub async fn load_dir_with(
+    engine: &Arc<DoctorEngine>,
+    dir: &Path,
+    options: &LoadOptions,
+) -> anyhow::Result<Plugins> {
     let files = component_files(dir)?;
     let mut plugins = Plugins::default();
 
     for path in files {
-        let inspection = inspect(engine, &path).await;
+        let inspection = inspect_with(engine, &path, options).await;
         let file = inspection.file.clone();
         match into_loaded(inspection, &path) {
             Ok(check) => {
@@ -134,8 +170,20 @@ pub async fn load_dir(engine: &Arc<DoctorEngine>, dir: &Path) -> anyhow::Result<
     Ok(plugins)
 }
 
+/// Loads one component file on its own: every step of [`load_dir`] except the check for an id
+/// another file already provides, which is the caller's to make.
+pub async fn load_file(
+    engine: &Arc<DoctorEngine>,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<LoadedCheck, LoadError> {
+    let inspection = inspect_with(engine, path, options).await;
+    let file = inspection.file.clone();
+    into_loaded(inspection, path).map_err(|error| LoadError { file, error })
+}
+
 /// The `*.wasm` files directly inside `dir`, sorted by name.
-fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).with_context(|| {
         format!(
             "cannot read plugins folder `{}`; pass the folder holding the check components with `--plugins DIR` or `STELLA_DOCTOR_PLUGINS`",
@@ -180,6 +228,15 @@ fn into_loaded(inspection: Inspection, path: &Path) -> Result<LoadedCheck, Strin
 
 /// Runs every loading step on one file, recording what it finds and the first blocking problem.
 pub async fn inspect(engine: &Arc<DoctorEngine>, path: &Path) -> Inspection {
+    inspect_with(engine, path, &LoadOptions::default()).await
+}
+
+/// [`inspect`] with a compile cache and trust policy.
+pub async fn inspect_with(
+    engine: &Arc<DoctorEngine>,
+    path: &Path,
+    options: &LoadOptions,
+) -> Inspection {
     let file = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -203,14 +260,24 @@ pub async fn inspect(engine: &Arc<DoctorEngine>, path: &Path) -> Inspection {
             return inspection;
         }
     };
-    inspection.digest = Some(sha256_hex(&bytes));
+    let digest = sha256_hex(&bytes);
+    inspection.digest = Some(digest.clone());
+
+    // Before anything parses the bytes: an untrusted file gets no further than this. The same
+    // bytes are verified, compiled and hashed, so a file swapped in between cannot slip through.
+    if let Some(trust) = &options.trust
+        && let Err(problem) = trust.verify(path, &bytes, &digest)
+    {
+        inspection.problems.push(problem);
+        return inspection;
+    }
 
     if let Err(problem) = classify(&bytes, &mut inspection) {
         inspection.problems.push(problem);
         return inspection;
     }
 
-    let component = match compile(engine, bytes).await {
+    let component = match compile_with(engine, bytes, &digest, options).await {
         Ok(component) => component,
         Err(err) => {
             inspection
@@ -270,6 +337,38 @@ fn classify(bytes: &[u8], inspection: &mut Inspection) -> Result<(), String> {
     }
     inspection.kind = "component";
     Ok(())
+}
+
+/// Takes the compiled component from the cache when it is there, else compiles and caches it.
+async fn compile_with(
+    engine: &Arc<DoctorEngine>,
+    bytes: Vec<u8>,
+    digest: &str,
+    options: &LoadOptions,
+) -> anyhow::Result<Component> {
+    let Some(cache) = options.cache.clone() else {
+        options.counters.compiles.fetch_add(1, Ordering::Relaxed);
+        return compile(engine, bytes).await;
+    };
+
+    let cached = {
+        let (engine, cache, digest) = (engine.clone(), cache.clone(), digest.to_string());
+        tokio::task::spawn_blocking(move || cache.load(engine.engine(), &digest))
+            .await
+            .ok()
+            .flatten()
+    };
+    if let Some(component) = cached {
+        options.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+        return Ok(component);
+    }
+
+    options.counters.compiles.fetch_add(1, Ordering::Relaxed);
+    let component = compile(engine, bytes).await?;
+    let (stored, digest) = (component.clone(), digest.to_string());
+    // Writing the entry is not on the way to a usable check; a failure is logged by `store`.
+    let _ = tokio::task::spawn_blocking(move || cache.store(&digest, &stored)).await;
+    Ok(component)
 }
 
 /// Compiles off the async threads: Cranelift is CPU-bound and takes a while for large files.
@@ -380,12 +479,18 @@ async fn read_metadata(
     pre: &DoctorCheckPre<SandboxState>,
     file: &str,
 ) -> Result<CheckMetadata, String> {
+    // No origin is allowed, so no request leaves; the TLS settings are never used.
+    let tls = TlsSettings::trusting_nothing().map_err(|err| err.to_string())?;
     let policy = SandboxPolicy {
         check_id: format!("<metadata of {file}>"),
         config: ScopedConfig::empty(file),
         allowlist: Allowlist::default(),
         deadline: Instant::now() + METADATA_TIMEOUT,
-        memory_limit: METADATA_MEMORY_LIMIT,
+        limits: Limits {
+            memory_mib: METADATA_MEMORY_MIB,
+            ..Limits::default()
+        },
+        tls: Arc::new(tls),
     };
     let mut store = engine.store(policy);
 

@@ -6,7 +6,15 @@
 //!   run      [--check ID]... [--tag TAG]... [--plugin ID] [--format text|json|markdown]
 //!            [--timeout 30s] [--parallel 4]
 //!   inspect  FILE [--format text|json]
+//!   serve    [--listen 127.0.0.1:7411]
+//!   keygen   OUT
+//!   sign     --key KEYFILE FILE
 //! ```
+//!
+//! `serve` runs the HTTP API of [`stella_doctor::service`] and follows the plugins folder; it
+//! exits only on a configuration error (code 2). `--cache-dir DIR` (or `Doctor:Cache:Dir`; `off`
+//! turns it off) keeps compiled components between starts for every command, and a trust
+//! policy (`Doctor:Trust:*`) applies to `list`, `run`, `inspect` and `serve` alike.
 //!
 //! Exit codes:
 //!
@@ -36,6 +44,7 @@ use stella_doctor::model::Severity;
 use stella_doctor::redact::Redactor;
 use stella_doctor::report::{self, RunReport, Style};
 use stella_doctor::runner::{self, RunOptions, Selection};
+use stella_doctor::service::{self, cache, trust};
 use tracing_subscriber::EnvFilter;
 
 /// Runs Stella Ops doctor health checks compiled to WebAssembly components.
@@ -64,6 +73,11 @@ struct Cli {
     #[arg(long, short, global = true)]
     verbose: bool,
 
+    /// Folder for compiled components (`off` for none); default `Doctor:Cache:Dir`, else
+    /// `$XDG_CACHE_HOME/stella-doctor` or `~/.cache/stella-doctor`.
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -86,6 +100,26 @@ enum Command {
         #[arg(long, value_enum, default_value_t = InspectFormat::Text)]
         format: InspectFormat,
     },
+    /// Serves the doctor API and swaps in plugin updates as the folder changes.
+    Serve {
+        /// Address to listen on; default `Doctor:Api:Listen`, else 127.0.0.1:7411. Any
+        /// non-loopback address needs `Doctor:Api:Token`.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Makes an ed25519 key pair for signing components: OUT (private) and OUT.pub.
+    Keygen {
+        /// Where to write the private key; it must not exist yet.
+        out: PathBuf,
+    },
+    /// Signs a component with a private key from `keygen`, writing FILE.sig beside it.
+    Sign {
+        /// The private key file.
+        #[arg(long, value_name = "KEYFILE")]
+        key: PathBuf,
+        /// The component to sign.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -106,9 +140,10 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = RunFormat::Text)]
     format: RunFormat,
 
-    /// Time budget of each check (`30s`, `500ms`, `2m`, or plain seconds).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Time budget of each check (`30s`, `500ms`, `2m`, or plain seconds); default
+    /// `Doctor:Limits:TimeoutSeconds`, else 30s.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
 
     /// How many checks run at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
@@ -185,11 +220,31 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let env = std::env::vars_os()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
     let settings = Settings::layered(env, cli.config.as_deref(), &cli.set)?;
+    match &cli.command {
+        Command::Keygen { out } => return keygen(out),
+        Command::Sign { key, file } => {
+            let signature = trust::sign(key, file)?;
+            println!("{}", signature.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let engine = Arc::new(DoctorEngine::new()?);
+    let load = load_options(&settings, &engine, cli.cache_dir.as_deref())?;
 
     match cli.command {
+        Command::Keygen { .. } | Command::Sign { .. } => unreachable!("handled above"),
+        Command::Serve { listen } => {
+            let options = service::ServeOptions {
+                plugins: cli.plugins,
+                listen,
+                load,
+            };
+            service::serve(settings, options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { file, format } => {
-            let inspection = loader::inspect(&engine, &file).await;
+            let inspection = loader::inspect_with(&engine, &file, &load).await;
             if inspection.digest.is_none() && !file.exists() {
                 anyhow::bail!("cannot read `{}`: no such file", file.display());
             }
@@ -202,7 +257,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(exit_code(inspection.problems.is_empty(), EXIT_USAGE))
         }
         Command::List { format } => {
-            let plugins = loader::load_dir(&engine, &cli.plugins).await?;
+            let plugins = loader::load_dir_with(&engine, &cli.plugins, &load).await?;
             let redactor = redactor_for(&settings, &plugins);
             let errors = redacted_errors(&plugins.errors, &redactor);
             match format {
@@ -220,7 +275,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 EXIT_USAGE,
             ))
         }
-        Command::Run(args) => run(cli.plugins, cli.verbose, args, settings, engine).await,
+        Command::Run(args) => run(cli.plugins, cli.verbose, args, settings, engine, &load).await,
     }
 }
 
@@ -230,9 +285,14 @@ async fn run(
     args: RunArgs,
     settings: Settings,
     engine: Arc<DoctorEngine>,
+    load: &loader::LoadOptions,
 ) -> anyhow::Result<ExitCode> {
-    let memory_limit = runner::memory_limit(&settings)?;
-    let plugins = loader::load_dir(&engine, &plugins_dir).await?;
+    let mut options = RunOptions::from_settings(&settings)?;
+    options.parallel = usize::from(args.parallel);
+    if let Some(timeout) = args.timeout {
+        options = options.with_timeout(timeout);
+    }
+    let plugins = loader::load_dir_with(&engine, &plugins_dir, load).await?;
     let redactor = Arc::new(redactor_for(&settings, &plugins));
     let errors = redacted_errors(&plugins.errors, &redactor);
     print_load_errors(&errors);
@@ -257,11 +317,6 @@ async fn run(
         }
     };
 
-    let options = RunOptions {
-        timeout: args.timeout,
-        parallel: usize::from(args.parallel),
-        memory_limit,
-    };
     let started = Instant::now();
     let runs = runner::run_checks(engine, selected, Arc::new(settings), redactor, options).await;
     let report = RunReport {
@@ -282,6 +337,41 @@ async fn run(
 
     let failed = runs.iter().any(|run| run.result.severity == Severity::Fail);
     Ok(exit_code(!failed, EXIT_FAILED))
+}
+
+/// The compile cache and trust policy every command loads components with.
+///
+/// A cache that cannot be opened costs compile time, not correctness: it is logged and skipped.
+fn load_options(
+    settings: &Settings,
+    engine: &DoctorEngine,
+    cache_dir: Option<&std::path::Path>,
+) -> anyhow::Result<loader::LoadOptions> {
+    let trust = trust::TrustPolicy::from_settings(settings)?.map(Arc::new);
+    let cache =
+        cache::configured_root(cache_dir, settings.get(cache::CACHE_DIR_KEY)).and_then(|root| {
+            match cache::CompileCache::open(engine.engine(), &root) {
+                Ok(cache) => Some(Arc::new(cache)),
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), "compile cache disabled");
+                    None
+                }
+            }
+        });
+    Ok(loader::LoadOptions {
+        cache,
+        trust,
+        ..Default::default()
+    })
+}
+
+/// `keygen OUT`: writes the key pair and says how to trust it.
+fn keygen(out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let public = trust::keygen(out)?;
+    println!("private key: {}", out.display());
+    println!("public key:  {}.pub", out.display());
+    println!("trust it with: --set {}={public}", trust::PUBLIC_KEYS_KEY);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A redactor for the configured secrets, including keys any loaded check declares secret.
@@ -357,7 +447,7 @@ mod tests {
             panic!("expected run");
         };
         assert_eq!(args.checks, ["a", "b"]);
-        assert_eq!(args.timeout, Duration::from_millis(500));
+        assert_eq!(args.timeout, Some(Duration::from_millis(500)));
         assert_eq!(args.parallel, 2);
         assert_eq!(cli.set, ["A:B=c"]);
     }

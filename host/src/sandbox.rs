@@ -9,27 +9,27 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use http_body_util::BodyExt;
 use tokio::io::AsyncWrite;
 use tracing::{debug, warn};
+use wasmtime::ResourceLimiter;
 use wasmtime::component::{HasData, Linker, ResourceTable};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{
-    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
-    WasiHttpView,
-};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::config::Settings;
 use crate::contract::config_store;
+use crate::incidents::{Incidents, Recorded};
+use crate::limits::{
+    INSTANCES_KEY, LimitHit, Limits, MEMORIES_KEY, MEMORY_KEY, OUTPUT_KEY, TABLE_ELEMENTS_KEY,
+    TABLES_KEY, to_usize,
+};
 use crate::model::ConfigKey;
-use crate::policy::{Allowlist, Origin};
-
-/// How much of each of stdout and stderr a run keeps.
-pub const OUTPUT_CAPACITY: usize = 64 * 1024;
+use crate::outbound::{OutboundHooks, OutboundPolicy};
+use crate::policy::Allowlist;
+use crate::tls::TlsSettings;
 
 /// Everything the host gives one run of one check.
 pub struct SandboxState {
@@ -38,13 +38,14 @@ pub struct SandboxState {
     table: ResourceTable,
     hooks: OutboundHooks,
     config: ScopedConfig,
-    limits: StoreLimits,
+    limiter: SandboxLimiter,
+    incidents: Incidents,
     stdout: CapturedOutput,
     stderr: CapturedOutput,
 }
 
 /// What a run may do, decided before it starts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SandboxPolicy {
     /// The check's identifier, for logs and denials.
     pub check_id: String,
@@ -54,15 +55,19 @@ pub struct SandboxPolicy {
     pub allowlist: Allowlist,
     /// When the run must be over; outbound timeouts are clamped to it.
     pub deadline: Instant,
-    /// The most linear memory the instance may grow to, in bytes.
-    pub memory_limit: usize,
+    /// Memory, table, instance, HTTP and output limits.
+    pub limits: Limits,
+    /// The certificate authorities outbound https trusts.
+    pub tls: Arc<TlsSettings>,
 }
 
 impl SandboxState {
     /// A fresh, empty sandbox for one run.
     pub fn new(policy: SandboxPolicy) -> Self {
-        let stdout = CapturedOutput::new(OUTPUT_CAPACITY);
-        let stderr = CapturedOutput::new(OUTPUT_CAPACITY);
+        let incidents = Incidents::default();
+        let output_bytes = to_usize(policy.limits.output_bytes);
+        let stdout = CapturedOutput::new(output_bytes);
+        let stderr = CapturedOutput::new(output_bytes);
 
         // The builder's defaults already give no preopens, no env, no args and a closed stdin;
         // sockets are switched off explicitly so a later default change cannot open them.
@@ -75,42 +80,127 @@ impl SandboxState {
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
 
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(policy.memory_limit)
-            .instances(64)
-            .trap_on_grow_failure(true)
-            .build();
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(to_usize(policy.limits.header_bytes));
 
         SandboxState {
             wasi,
-            http: WasiHttpCtx::new(),
+            http,
             table: ResourceTable::new(),
-            hooks: OutboundHooks {
-                check_id: policy.check_id,
+            hooks: OutboundHooks::new(OutboundPolicy {
+                check_id: policy.check_id.clone(),
                 allowlist: policy.allowlist,
                 deadline: policy.deadline,
-                denied: Vec::new(),
-            },
+                tls: policy.tls,
+                limits: policy.limits.clone(),
+                incidents: incidents.clone(),
+            }),
             config: policy.config,
-            limits,
+            limiter: SandboxLimiter {
+                check_id: policy.check_id,
+                limits: policy.limits,
+                incidents: incidents.clone(),
+            },
+            incidents,
             stdout,
             stderr,
         }
     }
 
     /// The store limiter, for [`wasmtime::Store::limiter`].
-    pub fn limits(&mut self) -> &mut StoreLimits {
-        &mut self.limits
+    pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limiter
     }
 
-    /// The origins the host refused during this run, in the order first refused.
-    pub fn denied_origins(&self) -> &[Origin] {
-        &self.hooks.denied
+    /// Records a limit the host noticed from outside the sandbox (the deadline, a count limit
+    /// reported by instantiation).
+    pub fn record_limit(&self, hit: LimitHit) {
+        self.incidents.limit(hit);
+    }
+
+    /// Everything the host recorded during this run, including truncated output.
+    pub fn incidents(&self) -> Recorded {
+        if self.stdout.truncated() || self.stderr.truncated() {
+            self.incidents.limit(self.limiter.limits.hit(OUTPUT_KEY));
+        }
+        self.incidents.snapshot()
     }
 
     /// What the check wrote to stdout and stderr, lossily decoded.
     pub fn output(&self) -> (String, String) {
         (self.stdout.text(), self.stderr.text())
+    }
+}
+
+/// Caps memories and tables, and records which cap a run hit before trapping it.
+///
+/// Refusing a grow with a trap, rather than letting `memory.grow` return -1, turns a check that
+/// runs out of memory into a `fail` that names the limit instead of an allocator abort.
+struct SandboxLimiter {
+    check_id: String,
+    limits: Limits,
+    incidents: Incidents,
+}
+
+impl SandboxLimiter {
+    fn refuse(&self, key: &'static str, desired: usize, unit: &str) -> wasmtime::Error {
+        let hit = self.limits.hit(key);
+        warn!(check = %self.check_id, limit = %hit, desired, "refused to grow past a limit; trapping");
+        let message = format!("{} (growing to {desired} {unit})", hit.diagnosis());
+        self.incidents.limit(hit);
+        wasmtime::format_err!("{message}")
+    }
+}
+
+impl ResourceLimiter for SandboxLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes() {
+            return Err(self.refuse(MEMORY_KEY, desired, "bytes"));
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > to_usize(self.limits.table_elements) {
+            return Err(self.refuse(TABLE_ELEMENTS_KEY, desired, "elements"));
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn instances(&self) -> usize {
+        to_usize(self.limits.instances)
+    }
+
+    fn tables(&self) -> usize {
+        to_usize(self.limits.tables)
+    }
+
+    fn memories(&self) -> usize {
+        to_usize(self.limits.memories)
+    }
+}
+
+/// The count limit behind wasmtime's "resource limit exceeded: … count too high" error.
+///
+/// Instantiation enforces these itself, without asking the limiter, so the error text is the
+/// only place the host learns which one tripped.
+pub fn count_limit_in(error: &str) -> Option<&'static str> {
+    let rest = error.split("resource limit exceeded: ").nth(1)?;
+    match rest.split(' ').next()? {
+        "instance" => Some(INSTANCES_KEY),
+        "table" => Some(TABLES_KEY),
+        "memory" => Some(MEMORIES_KEY),
+        _ => None,
     }
 }
 
@@ -142,72 +232,6 @@ pub fn add_to_linker(linker: &mut Linker<SandboxState>) -> anyhow::Result<()> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     config_store::add_to_linker::<SandboxState, ConfigAccess>(linker, |state| &mut state.config)?;
     Ok(())
-}
-
-/// The outbound HTTP policy of one run, applied to every request the check sends.
-///
-/// Kept apart from [`SandboxState`] because `wasmtime-wasi-http` borrows the hooks and the view
-/// at the same time.
-pub struct OutboundHooks {
-    check_id: String,
-    allowlist: Allowlist,
-    deadline: Instant,
-    denied: Vec<Origin>,
-}
-
-type ResponseIo = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
-type SendFuture =
-    Box<dyn Future<Output = Result<(http::Response<WasiBody>, ResponseIo), HttpError>> + Send>;
-
-impl WasiHttpHooks for OutboundHooks {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
-        _fut: ResponseIo,
-    ) -> SendFuture {
-        let origin = Origin::of_uri(request.uri());
-        let Some(origin) = origin.filter(|origin| self.allowlist.allows(origin)) else {
-            let shown = Origin::of_uri(request.uri())
-                .map_or_else(|| "<no origin>".to_string(), |o| o.to_string());
-            warn!(check = %self.check_id, origin = %shown, "denied outbound request to an origin the check may not reach");
-            if let Some(origin) = Origin::of_uri(request.uri())
-                && !self.denied.contains(&origin)
-            {
-                self.denied.push(origin);
-            }
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
-        };
-
-        debug!(check = %self.check_id, method = %request.method(), origin = %origin, "sending outbound request");
-        let options = clamp_options(
-            options,
-            self.deadline.saturating_duration_since(Instant::now()),
-        );
-        Box::new(async move {
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as ResponseIo,
-            ))
-        })
-    }
-}
-
-/// Limits every request timeout to what is left of the run, and sets the ones the guest left
-/// unset, which would otherwise wait 600 s.
-fn clamp_options(options: Option<RequestOptions>, remaining: Duration) -> RequestOptions {
-    // A zero timeout would fail at once with a confusing error; the run's own deadline fires
-    // within milliseconds anyway.
-    let remaining = remaining.max(Duration::from_millis(1));
-    let clamp = |timeout: Option<Duration>| Some(timeout.map_or(remaining, |t| t.min(remaining)));
-    let options = options.unwrap_or_default();
-    RequestOptions {
-        connect_timeout: clamp(options.connect_timeout),
-        first_byte_timeout: clamp(options.first_byte_timeout),
-        between_bytes_timeout: clamp(options.between_bytes_timeout),
-    }
 }
 
 /// The configuration one check can see: only the keys it declared.
@@ -318,9 +342,19 @@ impl CapturedOutput {
         let captured = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut text = String::from_utf8_lossy(&captured.bytes).into_owned();
         if captured.truncated {
-            text.push_str("\n[output truncated]\n");
+            text.push_str(&format!(
+                "\n[output truncated after {} bytes; `{OUTPUT_KEY}` keeps more]\n",
+                captured.capacity
+            ));
         }
         text
+    }
+
+    fn truncated(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .truncated
     }
 }
 
@@ -403,26 +437,6 @@ mod tests {
     }
 
     #[test]
-    fn request_timeouts_are_clamped_to_the_deadline() {
-        let remaining = Duration::from_secs(5);
-        let options = clamp_options(
-            Some(RequestOptions {
-                connect_timeout: Some(Duration::from_secs(1)),
-                first_byte_timeout: Some(Duration::from_secs(60)),
-                between_bytes_timeout: None,
-            }),
-            remaining,
-        );
-        assert_eq!(options.connect_timeout, Some(Duration::from_secs(1)));
-        assert_eq!(options.first_byte_timeout, Some(remaining));
-        assert_eq!(options.between_bytes_timeout, Some(remaining));
-        assert_eq!(
-            clamp_options(None, remaining).connect_timeout,
-            Some(remaining)
-        );
-    }
-
-    #[test]
     fn captured_output_keeps_the_first_bytes_and_marks_truncation() {
         let output = CapturedOutput::new(4);
         let mut writer = output.clone();
@@ -430,6 +444,67 @@ mod tests {
         let mut cx = Context::from_waker(waker);
         let written = Pin::new(&mut writer).poll_write(&mut cx, b"abcdef");
         assert!(matches!(written, Poll::Ready(Ok(6))));
-        assert_eq!(output.text(), "abcd\n[output truncated]\n");
+        assert_eq!(
+            output.text(),
+            "abcd\n[output truncated after 4 bytes; `Doctor:Limits:OutputBytes` keeps more]\n"
+        );
+        assert!(output.truncated());
+    }
+
+    #[test]
+    fn count_limits_are_read_from_wasmtime_errors() {
+        assert_eq!(
+            count_limit_in("resource limit exceeded: instance count too high at 65"),
+            Some(INSTANCES_KEY)
+        );
+        assert_eq!(
+            count_limit_in("resource limit exceeded: memory count too high at 17"),
+            Some(MEMORIES_KEY)
+        );
+        assert_eq!(
+            count_limit_in("resource limit exceeded: table count too high at 65"),
+            Some(TABLES_KEY)
+        );
+        assert_eq!(count_limit_in("wasm trap: unreachable"), None);
+    }
+
+    #[test]
+    fn growing_past_a_limit_traps_and_is_recorded() {
+        let limits = Limits {
+            memory_mib: 1,
+            table_elements: 10,
+            ..Limits::default()
+        };
+        let incidents = Incidents::default();
+        let mut limiter = SandboxLimiter {
+            check_id: "c".into(),
+            limits,
+            incidents: incidents.clone(),
+        };
+
+        assert!(matches!(limiter.memory_growing(0, 65536, None), Ok(true)));
+        assert!(matches!(
+            limiter.memory_growing(0, 65536, Some(0)),
+            Ok(false)
+        ));
+        let err = limiter.memory_growing(0, 2 << 20, None).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("check exceeded its memory limit (`Doctor:Limits:MemoryMiB` = 1)"),
+            "{err}"
+        );
+        assert!(limiter.table_growing(0, 11, None).is_err());
+        assert_eq!(
+            incidents
+                .snapshot()
+                .limits
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "Doctor:Limits:MemoryMiB=1",
+                "Doctor:Limits:TableElements=10"
+            ]
+        );
     }
 }

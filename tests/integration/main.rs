@@ -7,10 +7,13 @@
 
 mod support;
 
+mod edge;
 mod host_behaviour;
 mod push_against_registry;
 mod push_against_scripted_server;
 mod push_with_token_auth;
+mod sandbox_hostile;
+mod service;
 mod token_auth_against_scripted_server;
 
 use serde_json::Value;

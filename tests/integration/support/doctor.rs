@@ -7,6 +7,7 @@ use std::process::Command;
 
 /// An invocation being put together.
 pub struct Doctor {
+    isolated_network: bool,
     plugins: PathBuf,
     sets: Vec<String>,
     envs: Vec<(String, String)>,
@@ -23,6 +24,7 @@ impl Doctor {
     /// A doctor reading its checks from `plugins`.
     pub fn new(plugins: &Path) -> Doctor {
         Doctor {
+            isolated_network: false,
             plugins: plugins.to_path_buf(),
             sets: Vec::new(),
             envs: Vec::new(),
@@ -41,9 +43,24 @@ impl Doctor {
         self
     }
 
+    /// Runs the host in a network namespace of its own (`unshare --net`), with
+    /// no interface but a downed loopback: for tests that aim at addresses
+    /// off this machine, so that not even a bug can send a packet there.
+    pub fn isolated_network(mut self) -> Doctor {
+        self.isolated_network = true;
+        self
+    }
+
     /// Runs `stella-doctor ARGS… --plugins DIR --set …`.
     pub fn run(&self, args: &[&str]) -> Outcome {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stella-doctor"));
+        let binary = env!("CARGO_BIN_EXE_stella-doctor");
+        let mut command = if self.isolated_network {
+            let mut unshare = Command::new("unshare");
+            unshare.args(["--net", "--", binary]);
+            unshare
+        } else {
+            Command::new(binary)
+        };
         command
             .env_clear()
             .env("NO_COLOR", "1")

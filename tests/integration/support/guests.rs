@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 /// Every guest package the tests use; built together in one cargo call.
 const PACKAGES: &[&str] = &[
     "oci-push-check",
+    "oci-push-edge",
     "misbehaving-check",
     "well-behaved-check",
     "other-world",

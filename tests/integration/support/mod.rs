@@ -4,7 +4,9 @@
 //! `stella-doctor` binary.
 
 pub mod doctor;
+pub mod edge_proxy;
 pub mod guests;
 pub mod registry;
 pub mod scripted;
+pub mod service;
 pub mod token_server;
