@@ -234,6 +234,13 @@ pub fn add_to_linker(linker: &mut Linker<SandboxState>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// True for keys of the host's own `Doctor:` section (any case, `:` or `__` separated).
+fn is_host_key(key: &str) -> bool {
+    let key = key.replace("__", ":");
+    key.get(..7)
+        .is_some_and(|section| section.eq_ignore_ascii_case("doctor:"))
+}
+
 /// The configuration one check can see: only the keys it declared.
 #[derive(Debug, Clone, Default)]
 pub struct ScopedConfig {
@@ -244,18 +251,26 @@ pub struct ScopedConfig {
 
 impl ScopedConfig {
     /// The view of `settings` a check declaring `declared` may have.
+    ///
+    /// Keys in the host's own `Doctor:` section (the API token, trust keys, limits, allowlists)
+    /// read as absent even when declared: declaring a key must not be a way to read the
+    /// settings that govern the sandbox itself.
     pub fn new(check_id: &str, declared: &[ConfigKey], settings: &Settings) -> Self {
+        let keys = declared
+            .iter()
+            .map(|key| {
+                let value = if is_host_key(&key.name) {
+                    debug!(check = check_id, key = %key.name, "a check declared a host setting; it reads as absent");
+                    None
+                } else {
+                    settings.get(&key.name).map(str::to_string)
+                };
+                (key.name.clone(), value)
+            })
+            .collect();
         ScopedConfig {
             check_id: check_id.to_string(),
-            keys: declared
-                .iter()
-                .map(|key| {
-                    (
-                        key.name.clone(),
-                        settings.get(&key.name).map(str::to_string),
-                    )
-                })
-                .collect(),
+            keys,
         }
     }
 
@@ -405,6 +420,28 @@ mod tests {
             secret: false,
             description: String::new(),
         }
+    }
+
+    #[test]
+    fn host_settings_read_as_absent_even_when_declared() {
+        let mut settings = Settings::default();
+        settings.set("Doctor:Api:Token", "api-token-value");
+        settings.set("doctor:trust:publickeys", "key");
+        settings.set("OCI:RegistryUrl", "https://registry.example");
+        let declared = [
+            key("Doctor:Api:Token"),
+            key("DOCTOR__Trust__PublicKeys"),
+            key("OCI:RegistryUrl"),
+        ];
+
+        let config = ScopedConfig::new("check.sneaky", &declared, &settings);
+
+        assert_eq!(config.get("Doctor:Api:Token"), None);
+        assert_eq!(config.get("DOCTOR__Trust__PublicKeys"), None);
+        assert_eq!(
+            config.get("OCI:RegistryUrl"),
+            Some("https://registry.example")
+        );
     }
 
     #[test]

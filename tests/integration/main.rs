@@ -14,6 +14,7 @@ mod push_against_scripted_server;
 mod push_with_token_auth;
 mod sandbox_hostile;
 mod service;
+mod tls_and_downgrades;
 mod token_auth_against_scripted_server;
 
 use serde_json::Value;

@@ -357,3 +357,20 @@ fn no_secret_in_any_output_of_the_whole_suite() {
         );
     }
 }
+
+#[test]
+fn instance_cap_trips_and_is_named() {
+    // A component needs several core instances; one is too few for any.
+    let plugins = plugins_dir(&["well-behaved-check"]);
+
+    let outcome = Doctor::new(plugins.path())
+        .set("Doctor:Limits:Instances", "1")
+        .run(&["run", "--format", "json"]);
+
+    let result = outcome.result(GOOD);
+    assert_eq!(result["severity"], "fail", "{result:#}");
+    assert!(
+        text_of(&result).contains("doctor:limits:instances"),
+        "names the limit: {result:#}"
+    );
+}

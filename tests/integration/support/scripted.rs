@@ -70,6 +70,24 @@ pub struct ScriptedServer {
 impl ScriptedServer {
     /// Starts a server that answers each request with `handler`.
     pub fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> ScriptedServer {
+        ScriptedServer::start_with(None, handler)
+    }
+
+    /// Starts an https server for `localhost` with a certificate from its own
+    /// test CA ([`TestTls::ca_pem`]); its URL names `localhost`.
+    pub fn start_tls(
+        tls: &TestTls,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> ScriptedServer {
+        let mut server = ScriptedServer::start_with(Some(tls.config.clone()), handler);
+        server.url = format!("https://localhost:{}", server.port);
+        server
+    }
+
+    fn start_with(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> ScriptedServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let port = listener.local_addr().expect("local addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -86,7 +104,17 @@ impl ScriptedServer {
                     let Ok(stream) = stream else { continue };
                     let (requests, stop, handler) =
                         (requests.clone(), stop.clone(), handler.clone());
-                    thread::spawn(move || serve(stream, &requests, &stop, &*handler));
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    match tls.clone() {
+                        None => thread::spawn(move || serve(stream, &requests, &stop, &*handler)),
+                        Some(config) => thread::spawn(move || {
+                            let Ok(session) = rustls::ServerConnection::new(config) else {
+                                return;
+                            };
+                            let stream = rustls::StreamOwned::new(session, stream);
+                            serve(stream, &requests, &stop, &*handler)
+                        }),
+                    };
                 }
             })
         };
@@ -121,8 +149,12 @@ impl Drop for ScriptedServer {
     }
 }
 
-fn serve(stream: TcpStream, requests: &Mutex<Vec<Recorded>>, stop: &AtomicBool, handler: &Handler) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+fn serve(
+    stream: impl Read + Write,
+    requests: &Mutex<Vec<Recorded>>,
+    stop: &AtomicBool,
+    handler: &Handler,
+) {
     let mut reader = BufReader::new(stream);
     let Some(request) = read_request(&mut reader) else {
         return;
@@ -145,6 +177,7 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Recorded>>, stop: &AtomicBool, 
             ));
             let _ = stream.write_all(head.as_bytes());
             let _ = stream.write_all(body.as_bytes());
+            let _ = stream.flush();
         }
         Reply::Hang => {
             // Bounded, so a forgotten server cannot keep a test process alive.
@@ -156,7 +189,7 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Recorded>>, stop: &AtomicBool, 
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
+fn read_request(reader: &mut BufReader<impl Read>) -> Option<Recorded> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
@@ -202,5 +235,49 @@ fn reason(status: u16) -> &'static str {
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Status",
+    }
+}
+
+/// A test CA and a `localhost` server certificate it signed.
+pub struct TestTls {
+    config: Arc<rustls::ServerConfig>,
+    ca_pem: String,
+}
+
+impl TestTls {
+    /// A fresh CA and server identity.
+    pub fn new() -> TestTls {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "stella-doctor test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        let certificate = params.signed_by(&key, &issuer).expect("server certificate");
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![certificate.der().clone()],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .expect("server config");
+        TestTls {
+            config: Arc::new(config),
+            ca_pem: ca.pem(),
+        }
+    }
+
+    /// The CA certificate, PEM, for `Doctor:Tls:CaBundle`.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 }
