@@ -2,6 +2,7 @@
 #   make run    build, start a throwaway local registry, run the push check (pass, then a wrong password)
 #   make test   wit pins, fmt, clippy and every test (unit, integration against a real registry)
 #   make build  release host at target/release/stella-doctor, check components in target/plugins/
+#   make bench  side-by-side measurements of the host, a native probe and curl; rewrites BENCHMARKS.md
 #   make edge   the push probe as a `wasi:http/proxy` component for Spin and `wasmtime serve`, in target/edge/
 # Needs: rustup with the toolchain in rust-toolchain.toml (target added here),
 # Debian's docker-registry for run/test (installed here when run as root).
@@ -13,7 +14,7 @@ PLUGINS_DIR := target/plugins
 EDGE_DIR := target/edge
 GUEST_PACKAGES := oci-push-check
 
-.PHONY: all setup toolchain registry build guests edge run test lint fmt-check clippy test-unit wit-check wit-vendor clean
+.PHONY: all setup toolchain registry build guests edge run bench bench-build bench-tools test lint fmt-check clippy test-unit wit-check wit-vendor clean
 
 all: build
 
@@ -56,6 +57,35 @@ edge: toolchain
 	@cp target/$(WASM_TARGET)/guest-release/oci_push_edge.wasm $(EDGE_DIR)/oci-push-edge-spin.wasm
 	@echo "wasmtime serve: $(EDGE_DIR)/oci-push-edge.wasm"
 	@echo "spin:           $(EDGE_DIR)/oci-push-edge-spin.wasm (guest/oci-push-edge/spin.toml)"
+
+## bench: the measurements in BENCHMARKS.md, run side by side on this machine (a few minutes);
+## prints the tables and rewrites the measured section of BENCHMARKS.md. Needs docker-registry
+## and curl (installed here when run as root). `bench-build` is the release build it runs on:
+## about 11 minutes the first time on 2 cores (wasmtime with optimisations), seconds after.
+BENCH_GUESTS := target/$(WASM_TARGET)/guest-release
+BENCH_UNSTRIPPED := target/bench-unstripped
+
+bench: setup bench-tools bench-build
+	target/release/doctor-bench \
+	  --host target/release/stella-doctor \
+	  --native target/release/native-probe \
+	  --push $(BENCH_GUESTS)/oci_push_check.wasm \
+	  --well-behaved $(BENCH_GUESTS)/well_behaved_check.wasm \
+	  --unstripped $(BENCH_UNSTRIPPED)/$(WASM_TARGET)/guest-release/oci_push_check.wasm \
+	  --write BENCHMARKS.md
+
+bench-build: toolchain
+	$(CARGO) build --profile guest-release --target $(WASM_TARGET) -p oci-push-check -p well-behaved-check
+	CARGO_PROFILE_GUEST_RELEASE_STRIP=false $(CARGO) build --profile guest-release --target $(WASM_TARGET) -p oci-push-check --target-dir $(BENCH_UNSTRIPPED)
+	$(CARGO) build --release -p stella-doctor -p doctor-bench
+
+bench-tools:
+	@command -v curl >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl; }) >/dev/null; \
+	  else \
+	    echo "missing: curl; install it with 'sudo apt-get install -y curl'" >&2; exit 1; \
+	  fi; }
 
 ## run: a local demo against a throwaway docker-registry on loopback.
 run: setup build

@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 
+use crate::config::{ConfigError, Settings};
+use crate::limits::Limits;
 use crate::sandbox::{self, SandboxPolicy, SandboxState};
 
 /// How often the ticker advances the engine's epoch; a deadline is noticed within about this long.
@@ -19,24 +23,92 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// overflow. Wasmtime's default, set here so the limit is written down where it is enforced.
 pub const WASM_STACK_BYTES: usize = 512 * 1024;
 
+/// `Doctor:Engine:Allocator`: `on-demand` or `pooling`; see [`Allocation`].
+pub const ALLOCATOR_KEY: &str = "Doctor:Engine:Allocator";
+
+/// How many runs the pooling allocator has room for at once, unless `serve` needs more.
+pub const DEFAULT_POOLED_RUNS: u32 = 256;
+
+/// Core instances a pooled run is budgeted on average; a Rust check built for `wasm32-wasip2`
+/// has three (its module and two adapter shims). A component may still have up to
+/// `Doctor:Limits:Instances`, it just takes more of the shared pool.
+const CORE_INSTANCES_PER_RUN: u32 = 4;
+
+/// How instances get their linear memories, tables, instance state and async stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// Mapped for each instance and unmapped when its store drops. Nothing is reserved up
+    /// front, which suits the CLI: one process runs a handful of checks once.
+    OnDemand,
+    /// Slots reserved once, when the engine starts, and reused run after run: an instance only
+    /// takes a slot and resets it (copy-on-write memory image, decommitted pages). This suits
+    /// `serve`, which instantiates the same components again and again.
+    Pooling {
+        /// Runs that may be instantiated at once; one more fails to instantiate, as when out of
+        /// memory.
+        runs: u32,
+    },
+}
+
+impl Allocation {
+    /// The allocator `Doctor:Engine:Allocator` names, `default` when it is not set.
+    ///
+    /// `pooling` gets room for [`DEFAULT_POOLED_RUNS`] runs at once, or `runs` when that is
+    /// larger.
+    pub fn from_settings(
+        settings: &Settings,
+        default: Allocation,
+        runs: u32,
+    ) -> Result<Allocation, ConfigError> {
+        let Some(text) = settings.get(ALLOCATOR_KEY) else {
+            return Ok(default);
+        };
+        match text.trim().to_ascii_lowercase().as_str() {
+            "on-demand" | "ondemand" => Ok(Allocation::OnDemand),
+            "pooling" => Ok(Allocation::Pooling {
+                runs: runs.max(DEFAULT_POOLED_RUNS),
+            }),
+            _ => Err(ConfigError::new(format!(
+                "`{ALLOCATOR_KEY}` must be `on-demand` or `pooling`, got {text:?}"
+            ))),
+        }
+    }
+}
+
 /// The engine, the linker every component is checked against, and the epoch ticker.
 pub struct DoctorEngine {
     engine: Engine,
     linker: Linker<SandboxState>,
+    allocation: Allocation,
     _ticker: EpochTicker,
 }
 
 impl DoctorEngine {
-    /// Configures the engine (component model, epoch interruption) and links every interface a
-    /// check may import.
-    ///
-    /// Instances use the default on-demand allocator: a doctor run instantiates a handful of
-    /// components, where the pooling allocator's up-front reservation buys nothing.
+    /// An engine with the on-demand allocator; see [`DoctorEngine::with_allocation`].
     pub fn new() -> anyhow::Result<Self> {
+        DoctorEngine::with_allocation(Allocation::OnDemand, &Limits::default())
+    }
+
+    /// Configures the engine (component model, epoch interruption, the allocator) and links
+    /// every interface a check may import.
+    ///
+    /// A pooling allocator is sized from `limits`, so that the sandbox's own limiter, not the
+    /// pool, is what refuses a run too much memory, tables or instances, and the operator sees
+    /// the same diagnosis with either allocator.
+    pub fn with_allocation(allocation: Allocation, limits: &Limits) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.max_wasm_stack(WASM_STACK_BYTES);
+        if let Allocation::Pooling { runs } = allocation {
+            // A slot is as large as the memory limit, not wasmtime's 4 GiB: hundreds of slots
+            // then take tens of GiB of address space instead of terabytes. Bounds checks the
+            // 4 GiB reservation would have elided cost little in checks that mostly wait on I/O.
+            config.memory_reservation(limits.memory_bytes() as u64);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
+                limits, runs,
+            )));
+        }
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("failed to configure the wasmtime engine")?;
@@ -48,8 +120,14 @@ impl DoctorEngine {
         Ok(DoctorEngine {
             engine,
             linker,
+            allocation,
             _ticker: ticker,
         })
+    }
+
+    /// The allocator this engine was built with.
+    pub fn allocation(&self) -> Allocation {
+        self.allocation
     }
 
     /// The shared engine.
@@ -83,6 +161,26 @@ impl DoctorEngine {
     }
 }
 
+/// Pool sizes for `runs` runs at once, each within `limits`.
+fn pooling_config(limits: &Limits, runs: u32) -> PoolingAllocationConfig {
+    let clamp = |value: u64| u32::try_from(value).unwrap_or(u32::MAX);
+    let runs = runs.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(runs)
+        .total_core_instances(runs.saturating_mul(CORE_INSTANCES_PER_RUN))
+        .total_memories(runs)
+        .total_tables(runs.saturating_mul(CORE_INSTANCES_PER_RUN))
+        .total_stacks(runs)
+        .max_memory_size(limits.memory_bytes())
+        .table_elements(usize::try_from(limits.table_elements).unwrap_or(usize::MAX))
+        .max_core_instances_per_component(clamp(limits.instances))
+        .max_memories_per_component(clamp(limits.memories))
+        .max_tables_per_component(clamp(limits.tables))
+        .max_memories_per_module(clamp(limits.memories))
+        .max_tables_per_module(clamp(limits.tables));
+    pool
+}
+
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
@@ -97,8 +195,11 @@ impl EpochTicker {
             .spawn({
                 let stop = stop.clone();
                 move || {
+                    // Parked rather than asleep, so that dropping the ticker wakes it at once
+                    // instead of making every process exit wait up to a tick. An early wake-up
+                    // only advances the epoch early, and deadlines are checked against the clock.
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
+                        std::thread::park_timeout(EPOCH_TICK);
                         engine.increment_epoch();
                     }
                 }
@@ -119,6 +220,7 @@ impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }

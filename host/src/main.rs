@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use stella_doctor::config::{Settings, parse_duration};
-use stella_doctor::engine::DoctorEngine;
+use stella_doctor::engine::{Allocation, DoctorEngine};
+use stella_doctor::limits::Limits;
 use stella_doctor::loader::{self, LoadError, Plugins};
 use stella_doctor::model::Severity;
 use stella_doctor::redact::Redactor;
@@ -229,7 +230,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         _ => {}
     }
-    let engine = Arc::new(DoctorEngine::new()?);
+    let engine = Arc::new(match cli.command {
+        Command::Serve { .. } => service::engine(&settings)?,
+        _ => engine_for(&settings)?,
+    });
     let load = load_options(&settings, &engine, cli.cache_dir.as_deref())?;
 
     match cli.command {
@@ -239,6 +243,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 plugins: cli.plugins,
                 listen,
                 load,
+                engine,
             };
             service::serve(settings, options).await?;
             Ok(ExitCode::SUCCESS)
@@ -337,6 +342,18 @@ async fn run(
 
     let failed = runs.iter().any(|run| run.result.severity == Severity::Fail);
     Ok(exit_code(!failed, EXIT_FAILED))
+}
+
+/// The engine of `list`, `run` and `inspect`: on-demand allocation unless
+/// `Doctor:Engine:Allocator` asks for pooling, as one process instantiates only a few
+/// components (BENCHMARKS.md measures both).
+fn engine_for(settings: &Settings) -> anyhow::Result<DoctorEngine> {
+    let allocation = Allocation::from_settings(settings, Allocation::OnDemand, 0)?;
+    let limits = match allocation {
+        Allocation::OnDemand => Limits::default(),
+        Allocation::Pooling { .. } => Limits::from_settings(settings)?,
+    };
+    DoctorEngine::with_allocation(allocation, &limits)
 }
 
 /// The compile cache and trust policy every command loads components with.

@@ -29,7 +29,7 @@ use anyhow::Context as _;
 use tracing::{info, warn};
 
 use crate::config::{ConfigError, Settings};
-use crate::engine::DoctorEngine;
+use crate::engine::{Allocation, DEFAULT_POOLED_RUNS, DoctorEngine};
 use crate::loader::LoadOptions;
 
 /// The port `serve` listens on when `--listen` names none.
@@ -58,6 +58,26 @@ pub struct ServeOptions {
     pub listen: Option<String>,
     /// Compile cache and trust policy, shared with the CLI's loading.
     pub load: LoadOptions,
+    /// The engine from [`engine`]; the compile cache must have been opened for it.
+    pub engine: Arc<DoctorEngine>,
+}
+
+/// The engine `serve` runs checks in: the pooling allocator unless `Doctor:Engine:Allocator`
+/// says `on-demand`.
+///
+/// The service instantiates the same components again and again, so a pooled slot makes each
+/// instantiation a reset instead of fresh mappings. The pool has room for every permitted run
+/// (`Doctor:Api:MaxConcurrentRuns`) with the default parallelism of each, and at least
+/// [`DEFAULT_POOLED_RUNS`].
+pub fn engine(settings: &Settings) -> anyhow::Result<DoctorEngine> {
+    let run_options = crate::runner::RunOptions::from_settings(settings)?;
+    let runs = max_runs(settings)?.saturating_mul(run_options.parallel);
+    let runs = u32::try_from(runs).unwrap_or(u32::MAX);
+    let pooled = Allocation::Pooling {
+        runs: runs.max(DEFAULT_POOLED_RUNS),
+    };
+    let allocation = Allocation::from_settings(settings, pooled, runs)?;
+    DoctorEngine::with_allocation(allocation, &run_options.limits)
 }
 
 /// Checks the address and token, loads the plugins folder, then serves until the process ends.
@@ -87,7 +107,7 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
     // Read once, before anything loads, so a bad limit is a configuration error at start.
     let run_options = crate::runner::RunOptions::from_settings(&settings)?;
 
-    let engine = Arc::new(DoctorEngine::new()?);
+    let engine = options.engine.clone();
     let metrics = Arc::new(metrics::Metrics::default());
     let registry = Arc::new(registry::Registry::new(metrics.clone()));
     let _watch = watch::start(
