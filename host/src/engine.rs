@@ -34,6 +34,20 @@ pub const DEFAULT_POOLED_RUNS: u32 = 256;
 /// `Doctor:Limits:Instances`, it just takes more of the shared pool.
 const CORE_INSTANCES_PER_RUN: u32 = 4;
 
+/// Freed pool slots whose pages are returned to the kernel together, in one `madvise` pass,
+/// rather than one slot at a time. Each pass interrupts the other cores to flush their TLBs, which
+/// under `serve`'s load cost about a tenth of the CPU per run (see BENCHMARKS.md); a slot waiting
+/// in a batch is reclaimed at once when the pool would otherwise be full.
+const DECOMMIT_BATCH: usize = 16;
+
+/// Bytes of each freed table slot zeroed in place and kept mapped, rather than handed back to
+/// the kernel. A check's tables are small (a Rust check's hold a few hundred functions, one
+/// page or two), and the next run writes them again at once: handed back, each such write faults
+/// and interrupts the other cores to flush their TLBs, about a tenth of `serve`'s CPU per run
+/// (see BENCHMARKS.md). Only the table's used pages are zeroed, so a slot stays as small as the
+/// table it held.
+const TABLE_KEEP_RESIDENT: usize = 64 * 1024;
+
 /// How instances get their linear memories, tables, instance state and async stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocation {
@@ -177,7 +191,9 @@ fn pooling_config(limits: &Limits, runs: u32) -> PoolingAllocationConfig {
         .max_memories_per_component(clamp(limits.memories))
         .max_tables_per_component(clamp(limits.tables))
         .max_memories_per_module(clamp(limits.memories))
-        .max_tables_per_module(clamp(limits.tables));
+        .max_tables_per_module(clamp(limits.tables))
+        .decommit_batch_size(DECOMMIT_BATCH)
+        .table_keep_resident(TABLE_KEEP_RESIDENT);
     pool
 }
 

@@ -328,6 +328,7 @@ async fn run(
         runs: &runs,
         errors: &errors,
         duration: started.elapsed(),
+        provenance: None,
     };
 
     let output = match args.format {

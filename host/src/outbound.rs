@@ -37,6 +37,7 @@ use tokio::task::AbortHandle;
 use tokio::time::{Sleep, timeout, timeout_at};
 use tracing::{debug, warn};
 use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::incidents::{Denial, DenialReason, Incidents};
@@ -117,6 +118,25 @@ impl WasiHttpHooks for OutboundHooks {
         );
         let client = client.clone();
         Box::new(async move { client.send(origin, request, options).await })
+    }
+
+    // A registry that refuses the connection, fails the handshake or speaks broken HTTP is what a
+    // check exists to report, in its result; the default hooks would also log each one as a host
+    // warning. The codes the check sees are the defaults'.
+
+    fn p2_error_from_connect(&mut self, err: &std::io::Error) -> ErrorCode {
+        debug!(check = %self.client.check_id, error = %err, "connection failed");
+        ErrorCode::ConnectionRefused
+    }
+
+    fn p2_error_from_tls(&mut self, err: &std::io::Error) -> ErrorCode {
+        debug!(check = %self.client.check_id, error = %err, "TLS failed");
+        ErrorCode::TlsProtocolError
+    }
+
+    fn p2_error_from_hyper(&mut self, err: &hyper::Error) -> ErrorCode {
+        debug!(check = %self.client.check_id, error = %err, "HTTP exchange failed");
+        ErrorCode::HttpProtocolError
     }
 }
 
@@ -360,13 +380,19 @@ impl Client {
         let name = ServerName::try_from(origin.host.as_str())
             .map_err(HttpError::InvalidDnsNameError)?
             .to_owned();
-        let connector = self.tls.connector_for(&origin.host);
+        // The first https connection of the process loads the platform's trust store here.
+        let connector = self.tls.connector_for(&origin.host).map_err(|cause| {
+            warn!(check = %self.check_id, origin = %origin, %cause, "cannot set up TLS");
+            self.incidents.tls_error(cause);
+            HttpError::TlsProtocolError
+        })?;
         match timeout_at(deadline, connector.connect(name, tcp)).await {
             Err(_) => Err(HttpError::ConnectionTimeout),
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(err)) => {
                 let failure = tls::describe_failure(&err, &authority(origin));
-                warn!(check = %self.check_id, origin = %origin, cause = %failure.cause, "TLS handshake failed");
+                // Reported in the result as `tls_error`; not a fault of the host.
+                debug!(check = %self.check_id, origin = %origin, cause = %failure.cause, "TLS handshake failed");
                 self.incidents.tls_error(failure.cause);
                 Err(failure.error)
             }
@@ -521,7 +547,12 @@ async fn connect_tcp(
     for address in addresses {
         match timeout_at(deadline, TcpStream::connect(address)).await {
             Err(_) => return Err(HttpError::ConnectionTimeout),
-            Ok(Ok(stream)) => return Ok((stream, *address)),
+            Ok(Ok(stream)) => {
+                // Request heads and bodies go out as separate writes; without this, Nagle's
+                // algorithm holds the second until the peer's (delayed) ACK of the first.
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, *address));
+            }
             Ok(Err(err)) => last_error = Some(err),
         }
     }

@@ -20,6 +20,18 @@ pub struct RunReport<'a> {
     pub errors: &'a [LoadError],
     /// Wall time of all runs together.
     pub duration: Duration,
+    /// Which component versions produced the results: `serve` names them, the CLI does not.
+    pub provenance: Option<Provenance>,
+}
+
+/// Which version of each component produced a run's results, and which snapshot of the plugins
+/// folder the run used.
+pub struct Provenance {
+    /// The snapshot's generation.
+    pub generation: u64,
+    /// For result `i`: the sha256 digest of the component that produced it, and its revision
+    /// (how many versions of that file have served, this one included).
+    pub versions: Vec<(String, u64)>,
 }
 
 /// Counts of results by severity.
@@ -97,6 +109,10 @@ struct JsonResult<'a> {
     duration_ms: u64,
     component: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<JsonOutput<'a>>,
 }
 
@@ -105,6 +121,8 @@ struct JsonRunReport<'a> {
     results: Vec<JsonResult<'a>>,
     summary: Summary,
     errors: &'a [LoadError],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<u64>,
 }
 
 /// The run report as pretty JSON.
@@ -112,12 +130,20 @@ struct JsonRunReport<'a> {
 /// Shape: `{"results":[{checkId, name, plugin, severity, diagnosis, evidence{…in order…},
 /// likelyCauses, remediation[{title, commands}], verificationCommand, durationMs, component,
 /// output?{stdout, stderr}}], "summary":{total, pass, info, warn, fail, skip, durationMs},
-/// "errors":[{file, error}]}`; `output` appears only with `--verbose`.
+/// "errors":[{file, error}]}`; `output` appears only with `--verbose`. With a [`Provenance`],
+/// each result also has `digest` and `revision`, and the report a `generation`.
 pub fn run_json(report: &RunReport<'_>, verbose: bool) -> String {
+    let version = |index: usize| {
+        report
+            .provenance
+            .as_ref()
+            .and_then(|provenance| provenance.versions.get(index))
+    };
     let results = report
         .runs
         .iter()
-        .map(|run| JsonResult {
+        .enumerate()
+        .map(|(index, run)| JsonResult {
             check_id: &run.check_id,
             name: &run.name,
             plugin: &run.plugin_id,
@@ -129,6 +155,8 @@ pub fn run_json(report: &RunReport<'_>, verbose: bool) -> String {
             verification_command: run.result.verification_command.as_deref(),
             duration_ms: millis(run.duration),
             component: &run.component,
+            digest: version(index).map(|(digest, _)| digest.as_str()),
+            revision: version(index).map(|(_, revision)| *revision),
             output: verbose.then_some(JsonOutput {
                 stdout: &run.stdout,
                 stderr: &run.stderr,
@@ -139,6 +167,7 @@ pub fn run_json(report: &RunReport<'_>, verbose: bool) -> String {
         results,
         summary: Summary::of(report.runs, report.duration),
         errors: report.errors,
+        generation: report.provenance.as_ref().map(|p| p.generation),
     };
     to_pretty_json(&json)
 }
@@ -577,6 +606,7 @@ mod tests {
             runs: &runs,
             errors: &errors,
             duration: Duration::from_millis(50),
+            provenance: None,
         };
 
         let expected = r#"{
@@ -628,12 +658,38 @@ mod tests {
     }
 
     #[test]
+    fn provenance_names_versions_and_keeps_the_evidence_order() {
+        let mut run = sample_run();
+        // Out of alphabetical order on purpose: the report must keep the check's order.
+        run.result.evidence.push("auth_method", "basic");
+        let runs = [run];
+        let report = RunReport {
+            runs: &runs,
+            errors: &[],
+            duration: Duration::ZERO,
+            provenance: Some(Provenance {
+                generation: 7,
+                versions: vec![("ab12".into(), 3)],
+            }),
+        };
+        let text = run_json(&report, false);
+
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["results"][0]["digest"], "ab12");
+        assert_eq!(value["results"][0]["revision"], 3);
+        assert_eq!(value["generation"], 7);
+        let at = |key: &str| text.find(&format!("\"{key}\"")).unwrap();
+        assert!(at("registry_url") < at("status_code") && at("status_code") < at("auth_method"));
+    }
+
+    #[test]
     fn run_json_includes_output_only_when_verbose() {
         let runs = [sample_run()];
         let report = RunReport {
             runs: &runs,
             errors: &[],
             duration: Duration::ZERO,
+            provenance: None,
         };
         let verbose: serde_json::Value = serde_json::from_str(&run_json(&report, true)).unwrap();
         assert_eq!(verbose["results"][0]["output"]["stdout"], "hello\n");
@@ -648,6 +704,7 @@ mod tests {
             runs: &runs,
             errors: &[],
             duration: Duration::from_millis(50),
+            provenance: None,
         };
         let text = run_text(&report, false, Style::new(false));
 
@@ -671,6 +728,7 @@ mod tests {
             runs: &runs,
             errors: &[],
             duration: Duration::ZERO,
+            provenance: None,
         };
         let md = run_markdown(&report, false);
         assert!(md.contains("| fail | `check.integration.oci.push` | a \\| b |"));

@@ -11,7 +11,7 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -29,58 +29,121 @@ pub const CA_BUNDLE_KEY: &str = "Doctor:Tls:CaBundle";
 const HOST_BUNDLE_PREFIX: &str = "doctor:tls:hosts:";
 const HOST_BUNDLE_SUFFIX: &str = ":cabundle";
 
-/// The TLS client configurations of a doctor run, built once before any check runs.
+/// The TLS client configurations of a doctor run.
+///
+/// The operator's bundles are read and checked when the settings are read, so a bad one stops
+/// the host at start; the platform's trust store, which takes milliseconds to read, is loaded at
+/// the first https handshake, so runs that reach only plain-http registries never pay for it.
 #[derive(Clone)]
 pub struct TlsSettings {
-    default: Arc<ClientConfig>,
-    /// Lowercased host names with their own extra bundle.
-    per_host: Vec<(String, Arc<ClientConfig>)>,
+    trust: Arc<Trust>,
+}
+
+/// What a [`TlsSettings`] trusts, and the client configurations built from it on first use.
+struct Trust {
+    /// Whether the platform's and the Mozilla roots are trusted (not for [`trusting_nothing`]).
+    ///
+    /// [`trusting_nothing`]: TlsSettings::trusting_nothing
+    public_roots: bool,
+    /// `Doctor:Tls:CaBundle`'s certificates, trusted for every host.
+    everywhere: Vec<CertificateDer<'static>>,
+    /// Lowercased host names with the certificates of their own bundle.
+    per_host: Vec<(String, Vec<CertificateDer<'static>>)>,
+    /// The configuration for hosts without a bundle of their own, once built.
+    default: OnceLock<Result<Arc<ClientConfig>, String>>,
+    /// The configuration of each `per_host` entry, in the same order, once built.
+    host_configs: OnceLock<Vec<Result<Arc<ClientConfig>, String>>>,
 }
 
 impl TlsSettings {
-    /// Loads the platform and Mozilla roots and the operator's bundles.
+    /// Reads and checks the operator's bundles; the platform and Mozilla roots are added when
+    /// the first https connection needs them.
     ///
     /// A bundle that cannot be read or holds no usable certificate is an error naming the key
     /// and the file: a typo there would otherwise surface as a confusing "unknown issuer".
     pub fn from_settings(settings: &Settings) -> Result<TlsSettings, ConfigError> {
-        let mut roots = base_roots();
-        if let Some(path) = settings.get(CA_BUNDLE_KEY) {
-            add_bundle(&mut roots, CA_BUNDLE_KEY, Path::new(path.trim()))?;
-        }
-
+        let everywhere = match settings.get(CA_BUNDLE_KEY) {
+            Some(path) => read_bundle(CA_BUNDLE_KEY, Path::new(path.trim()))?,
+            None => Vec::new(),
+        };
         let mut per_host = Vec::new();
         for (key, path) in settings.iter() {
-            let Some(host) = host_of_bundle_key(key) else {
-                continue;
-            };
-            let mut host_roots = roots.clone();
-            add_bundle(&mut host_roots, key, Path::new(path.trim()))?;
-            per_host.push((host, client_config(host_roots)?));
+            if let Some(host) = host_of_bundle_key(key) {
+                per_host.push((host, read_bundle(key, Path::new(path.trim()))?));
+            }
         }
-
-        Ok(TlsSettings {
-            default: client_config(roots)?,
-            per_host,
-        })
+        // Building a configuration fails only if the crypto provider cannot do TLS at all;
+        // finding that out now keeps it a start-up error rather than a failed handshake.
+        client_config(RootCertStore::empty())?;
+        Ok(TlsSettings::new(true, everywhere, per_host))
     }
 
     /// Settings that trust nothing, for sandboxes that may not reach any host (the loader's
-    /// `metadata()` call), where loading the platform store would be wasted work.
+    /// `metadata()` call).
     pub fn trusting_nothing() -> Result<TlsSettings, ConfigError> {
-        Ok(TlsSettings {
-            default: client_config(RootCertStore::empty())?,
-            per_host: Vec::new(),
-        })
+        client_config(RootCertStore::empty())?;
+        Ok(TlsSettings::new(false, Vec::new(), Vec::new()))
+    }
+
+    fn new(
+        public_roots: bool,
+        everywhere: Vec<CertificateDer<'static>>,
+        per_host: Vec<(String, Vec<CertificateDer<'static>>)>,
+    ) -> TlsSettings {
+        TlsSettings {
+            trust: Arc::new(Trust {
+                public_roots,
+                everywhere,
+                per_host,
+                default: OnceLock::new(),
+                host_configs: OnceLock::new(),
+            }),
+        }
     }
 
     /// The connector for `host` (lowercase): its own bundle's configuration, or the default.
-    pub fn connector_for(&self, host: &str) -> TlsConnector {
-        let config = self
+    /// The first call loads the platform's trust store.
+    pub fn connector_for(&self, host: &str) -> Result<TlsConnector, String> {
+        let trust = &self.trust;
+        let config = match trust.per_host.iter().position(|(name, _)| name == host) {
+            Some(index) => &trust.host_configs.get_or_init(|| {
+                trust
+                    .per_host
+                    .iter()
+                    .map(|(_, certs)| trust.config_with(certs))
+                    .collect()
+            })[index],
+            None => trust.default.get_or_init(|| trust.config_with(&[])),
+        };
+        config.clone().map(TlsConnector::from)
+    }
+
+    /// The hosts with a bundle of their own, lowercased.
+    #[cfg(test)]
+    fn bundle_hosts(&self) -> Vec<&str> {
+        self.trust
             .per_host
             .iter()
-            .find(|(name, _)| name == host)
-            .map_or(&self.default, |(_, config)| config);
-        TlsConnector::from(config.clone())
+            .map(|(host, _)| host.as_str())
+            .collect()
+    }
+}
+
+impl Trust {
+    /// A configuration trusting the public roots (when this trust has them), the bundle for
+    /// every host, and `extra`.
+    fn config_with(&self, extra: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, String> {
+        let mut roots = if self.public_roots {
+            base_roots()
+        } else {
+            RootCertStore::empty()
+        };
+        for cert in self.everywhere.iter().chain(extra) {
+            roots
+                .add(cert.clone())
+                .map_err(|err| format!("a configured CA certificate was refused ({err})"))?;
+        }
+        client_config(roots).map_err(|err| err.to_string())
     }
 }
 
@@ -115,8 +178,9 @@ fn base_roots() -> RootCertStore {
     roots
 }
 
-/// Adds every certificate of the PEM file at `path` (configured under `key`) to `roots`.
-fn add_bundle(roots: &mut RootCertStore, key: &str, path: &Path) -> Result<(), ConfigError> {
+/// The certificates of the PEM file at `path` (configured under `key`), each checked to be
+/// usable as a trust anchor.
+fn read_bundle(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let shown = path.display();
     let bytes = std::fs::read(path).map_err(|err| {
         ConfigError::new(format!(
@@ -126,15 +190,16 @@ fn add_bundle(roots: &mut RootCertStore, key: &str, path: &Path) -> Result<(), C
     let certs = parse_bundle(&bytes)
         .map_err(|problem| ConfigError::new(format!("`{key}` names `{shown}`, which {problem}")))?;
 
-    for cert in certs {
-        roots.add(cert).map_err(|err| {
+    let mut check = RootCertStore::empty();
+    for cert in &certs {
+        check.add(cert.clone()).map_err(|err| {
             ConfigError::new(format!(
                 "`{key}` names `{shown}`, which holds a certificate that cannot be a trust anchor ({err})"
             ))
         })?;
     }
-    debug!(key, file = %shown, "added an operator CA bundle");
-    Ok(())
+    debug!(key, file = %shown, "read an operator CA bundle");
+    Ok(certs)
 }
 
 /// The certificates of a PEM bundle; the error completes "the file …".
@@ -369,6 +434,18 @@ mod tests {
     }
 
     #[test]
+    fn the_platform_store_is_loaded_at_the_first_handshake_only() {
+        let tls = TlsSettings::from_settings(&Settings::default()).unwrap();
+        assert!(tls.trust.default.get().is_none());
+
+        let clone = tls.clone();
+        clone.connector_for("registry.example").unwrap();
+
+        // Built once, and shared by every clone (each run holds one).
+        assert!(tls.trust.default.get().is_some_and(Result::is_ok));
+    }
+
+    #[test]
     fn a_host_bundle_key_names_its_host() {
         assert_eq!(
             host_of_bundle_key("Doctor:Tls:Hosts:Registry.Local:CaBundle").as_deref(),
@@ -393,8 +470,9 @@ mod tests {
 
         let tls = TlsSettings::from_settings(&settings).unwrap();
 
-        assert_eq!(tls.per_host.len(), 1);
-        assert_eq!(tls.per_host[0].0, "harbor.internal");
+        assert_eq!(tls.bundle_hosts(), ["harbor.internal"]);
+        assert!(tls.connector_for("harbor.internal").is_ok());
+        assert!(tls.connector_for("other.example").is_ok());
         std::fs::remove_dir_all(&dir).ok();
     }
 }

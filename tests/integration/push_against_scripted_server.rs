@@ -14,6 +14,11 @@ const TEXT: (&str, &str) = ("Content-Type", "text/plain; charset=utf-8");
 
 /// Runs the push check with basic credentials against `url`.
 fn run_push(url: &str) -> Value {
+    run_push_logging(url).0
+}
+
+/// [`run_push`], with what the host logged on stderr.
+fn run_push_logging(url: &str) -> (Value, String) {
     let plugins = plugins_dir(&["oci-push-check"]);
     let (outcome, result) = Doctor::new(plugins.path())
         .set("OCI:RegistryUrl", url)
@@ -22,7 +27,7 @@ fn run_push(url: &str) -> Value {
         .set("OCI:TimeoutSeconds", "2")
         .run_check_json(PUSH);
     assert!(!outcome.all_output().contains("svc-password-31"));
-    result
+    (result, outcome.stderr)
 }
 
 /// A server that answers the upload POST with `post` and anything else 204.
@@ -148,10 +153,12 @@ fn server_that_never_answers_fails_naming_a_timeout() {
 fn closed_port_fails_naming_connection_refused() {
     let url = format!("http://127.0.0.1:{}", free_port());
 
-    let result = run_push(&url);
+    let (result, log) = run_push_logging(&url);
 
     assert_eq!(result["severity"], "fail", "{result:#}");
     assert!(diagnosis(&result).contains("refused"), "{result:#}");
+    // The verdict is the check's to give: the host itself has nothing to warn about.
+    assert!(!log.contains("WARN"), "{log}");
 }
 
 #[test]
@@ -160,10 +167,11 @@ fn tls_failure_is_named() {
     let server = server_answering_post(|| respond(202, &[], ""));
     let url = format!("https://{}", server.authority());
 
-    let result = run_push(&url);
+    let (result, log) = run_push_logging(&url);
 
     assert_eq!(result["severity"], "fail", "{result:#}");
     assert!(diagnosis(&result).contains("tls"), "{result:#}");
+    assert!(!log.contains("WARN"), "{log}");
 }
 
 #[test]

@@ -120,6 +120,84 @@ fn the_api_lists_and_runs_checks_in_the_cli_schema_with_their_digest() {
     assert_eq!(server.metric("stella_doctor_checks_loaded"), 2.0);
 }
 
+/// The evidence keys of the first result of a JSON run report, in the
+/// order the text lists them (a `serde_json::Value` would sort them).
+fn evidence_keys_in_order(report: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Report {
+        results: Vec<Run>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Run {
+        evidence: Keys,
+    }
+    struct Keys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(input: D) -> Result<Keys, D::Error> {
+            struct InOrder;
+            impl<'de> serde::de::Visitor<'de> for InOrder {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an evidence object")
+                }
+                fn visit_map<M: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: M,
+                ) -> Result<Keys, M::Error> {
+                    let mut keys = Vec::new();
+                    while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                        keys.push(key);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            input.deserialize_map(InOrder)
+        }
+    }
+    let report: Report = serde_json::from_str(report).expect("a run report");
+    report
+        .results
+        .into_iter()
+        .next()
+        .expect("a result")
+        .evidence
+        .0
+}
+
+#[test]
+fn api_results_keep_the_evidence_order_the_cli_shows() {
+    // A username without a password: the check reports `present_key` before
+    // `missing_key`, the reverse of their alphabetical order.
+    let plugins = plugins_dir(&["oci-push-check"]);
+    let settings = [
+        ("OCI:RegistryUrl", "http://127.0.0.1:9"),
+        ("OCI:Username", "stella"),
+    ];
+    let cli = settings
+        .iter()
+        .fold(Doctor::new(plugins.path()), |doctor, (key, value)| {
+            doctor.set(key, value)
+        })
+        .run(&["run", "--format", "json"]);
+    let server = settings
+        .iter()
+        .fold(Serve::new(plugins.path()), |serve, (key, value)| {
+            serve.set(key, value)
+        })
+        .start();
+    let api = server.run("{}");
+    assert_eq!(api.status, 200, "{api:?}");
+
+    let expected = evidence_keys_in_order(&cli.stdout);
+    assert_eq!(
+        expected.iter().take(2).collect::<Vec<_>>(),
+        ["present_key", "missing_key"],
+        "{}",
+        cli.stdout
+    );
+    assert_eq!(evidence_keys_in_order(&api.body), expected, "{}", api.body);
+}
+
 #[test]
 fn a_missing_or_wrong_token_gets_401_json() {
     let plugins = plugins_dir(&["well-behaved-check"]);

@@ -27,7 +27,7 @@ use crate::config::{Settings, parse_duration};
 use crate::engine::DoctorEngine;
 use crate::loader::{LoadCounters, LoadError, LoadedCheck};
 use crate::redact::Redactor;
-use crate::report::{self, RunReport};
+use crate::report::{self, Provenance, RunReport};
 use crate::runner::{self, RunOptions, Selection};
 use crate::service::metrics::{Gauges, Metrics};
 use crate::service::registry::{Registry, Snapshot};
@@ -121,6 +121,8 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        // Answers are written as soon as they are ready, not held back for the client's ACK.
+        let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
@@ -411,13 +413,12 @@ async fn run(state: &ApiState, request: Request<Incoming>) -> Response<Full<Byte
         runs: &runs,
         errors: &errors,
         duration,
+        provenance: Some(provenance(&selected, &snapshot)),
     };
-    let body = with_versions(
+    text_response(
+        StatusCode::OK,
         report::run_json(&report, run_request.verbose),
-        &selected,
-        &snapshot,
-    );
-    json_response(StatusCode::OK, &body)
+    )
 }
 
 /// The configured run options with what the request asks for, defaulting like the CLI.
@@ -436,30 +437,25 @@ fn run_options(request: &RunRequest, configured: &RunOptions) -> Result<RunOptio
     Ok(options)
 }
 
-/// The CLI's JSON report, each result naming the digest and revision of the component that
-/// produced it, and the snapshot generation the run used.
+/// The digest and revision of each selected component, and the snapshot's generation.
 ///
 /// `run_checks` returns results in selection order, so result `i` came from `selected[i]`.
-fn with_versions(report: String, selected: &[LoadedCheck], snapshot: &Snapshot) -> Value {
-    let mut value: Value = serde_json::from_str(&report)
-        .unwrap_or_else(|err| json!({"error": format!("cannot read the report: {err}")}));
-    if let Some(results) = value.get_mut("results").and_then(Value::as_array_mut) {
-        for (result, check) in results.iter_mut().zip(selected) {
+fn provenance(selected: &[LoadedCheck], snapshot: &Snapshot) -> Provenance {
+    let versions = selected
+        .iter()
+        .map(|check| {
             let revision = snapshot
                 .files
                 .get(&check.component)
                 .and_then(|state| state.active.as_ref())
-                .map(|active| active.revision);
-            if let Value::Object(map) = result {
-                map.insert("digest".into(), check.digest.clone().into());
-                map.insert("revision".into(), revision.into());
-            }
-        }
+                .map_or(0, |active| active.revision);
+            (check.digest.clone(), revision)
+        })
+        .collect();
+    Provenance {
+        generation: snapshot.generation,
+        versions,
     }
-    if let Value::Object(map) = &mut value {
-        map.insert("generation".into(), snapshot.generation.into());
-    }
-    value
 }
 
 /// A redactor for the configured secrets and the keys any serving check declares secret.
@@ -474,9 +470,15 @@ fn redactor(settings: &Settings, snapshot: &Snapshot) -> Redactor {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut text = serde_json::to_vec_pretty(body).unwrap_or_default();
-    text.push(b'\n');
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let mut text = serde_json::to_string_pretty(body).unwrap_or_default();
+    text.push('\n');
+    text_response(status, text)
+}
+
+/// An answer whose JSON body is already serialised (the run report, whose evidence keeps the
+/// order the check gave it; a `serde_json::Value` would sort it).
+fn text_response(status: StatusCode, json: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(json)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
