@@ -731,16 +731,40 @@ fn rss_of(pid: u32) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// User plus system CPU time the process has used so far, all threads, from `/proc/PID/stat`.
+fn cpu_of(pid: u32) -> Duration {
+    // Fields 14 and 15 (utime, stime), counted after the parenthesised command name, which may
+    // itself hold spaces. They are in USER_HZ ticks, which Linux fixes at 100 per second.
+    const USER_HZ: u64 = 100;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|field| field.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 1000 / USER_HZ)
+}
+
 /// What one load phase measured.
 struct Load {
     completed: u64,
     failed: u64,
     peak_rss: u64,
+    /// CPU time the serving process used during the measured window.
+    cpu: Duration,
 }
 
 impl Load {
     fn per_second(&self) -> f64 {
         self.completed as f64 / LOAD_WINDOW.as_secs_f64()
+    }
+
+    /// The serving process's CPU time per answered run in the measured window.
+    fn cpu_per_run(&self) -> Duration {
+        let runs = (self.completed + self.failed).max(1);
+        self.cpu / u32::try_from(runs).unwrap_or(u32::MAX)
     }
 }
 
@@ -793,30 +817,45 @@ fn load(server: &Server, path: &str, body: &str, concurrency: usize) -> anyhow::
         }));
     }
 
-    // Resident memory sampled through the measured window.
+    // Resident memory sampled through the measured window, and CPU time at its two ends.
     let pid = server.child.id();
     let sampler = {
         let done = done.clone();
         std::thread::spawn(move || {
-            let mut peak = 0;
+            let (mut peak, mut cpu_start, mut cpu_end) = (0, None, None);
             while !done.load(Ordering::Relaxed) {
-                if Instant::now() >= window.0 {
+                let now = Instant::now();
+                if now >= window.0 && cpu_start.is_none() {
+                    cpu_start = Some(cpu_of(pid));
+                }
+                if now >= window.1 && cpu_end.is_none() {
+                    cpu_end = Some(cpu_of(pid));
+                }
+                if now >= window.0 && now < window.1 {
                     peak = peak.max(rss_of(pid));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            peak
+            // The clients stop at the window's end, so a reading taken as they finish is late
+            // by no work at all.
+            cpu_end = cpu_end.or_else(|| Some(cpu_of(pid)));
+            let cpu = match (cpu_start, cpu_end) {
+                (Some(start), Some(end)) => end.saturating_sub(start),
+                _ => Duration::ZERO,
+            };
+            (peak, cpu)
         })
     };
     for client in clients {
         let _ = client.join();
     }
     done.store(true, Ordering::Relaxed);
-    let peak_rss = sampler.join().unwrap_or(0);
+    let (peak_rss, cpu) = sampler.join().unwrap_or((0, Duration::ZERO));
     Ok(Load {
         completed: completed.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
         peak_rss,
+        cpu,
     })
 }
 
@@ -842,7 +881,7 @@ fn throughput(
 ) -> anyhow::Result<String> {
     let max_in_flight = CONCURRENCY.iter().max().copied().unwrap_or(1);
     let mut table = String::from(
-        "| registry | concurrency | `stella-doctor serve` runs/s | `native-probe --serve` runs/s | serve / native | failed (serve, native) |\n|---|---|---|---|---|---|\n",
+        "| registry | concurrency | `stella-doctor serve` runs/s | `native-probe --serve` runs/s | serve / native | CPU per run (serve, native) | failed (serve, native) |\n|---|---|---|---|---|---|---|\n",
     );
     let mut memory = String::from(
         "| registry | process | idle RSS | peak RSS at 64 in flight | per in-flight run |\n|---|---|---|---|---|\n",
@@ -886,9 +925,11 @@ fn throughput(
             let share = serve.per_second() / native.per_second().max(f64::MIN_POSITIVE);
             writeln!(
                 table,
-                "| {name} | {concurrency} | {:.0} | {:.0} | {share:.2} | {}, {} |",
+                "| {name} | {concurrency} | {:.0} | {:.0} | {share:.2} | {}, {} | {}, {} |",
                 serve.per_second(),
                 native.per_second(),
+                show(serve.cpu_per_run()),
+                show(native.cpu_per_run()),
                 serve.failed,
                 native.failed
             )?;
@@ -933,7 +974,9 @@ fn throughput(
          `POST /api/v1/doctor/run` with `{{\"checks\":[\"{PUSH_CHECK}\"]}}` to `stella-doctor serve` (pooling allocator, \
          warm compile cache, `Doctor:Api:MaxConcurrentRuns={max_in_flight}`), and `POST /run` to `native-probe --serve` \
          (tokio + hyper, the probe on the blocking pool), each client on a kept-alive connection. Per level {} s of warm-up \
-         discarded, then {} s counted; a run counts when its answer is a pass. The load generator runs on the same 2 cores.\n\n\
+         discarded, then {} s counted; a run counts when its answer is a pass. The load generator runs on the same 2 cores. \
+         CPU per run is the serving process's user and system time over the counted window (`/proc/PID/stat`, all \
+         threads), divided by the runs answered in it.\n\n\
          {table}\n\
          Resident memory (`VmRSS`) of the serving process: idle after loading, and the peak sampled every 20 ms through the \
          64-client window; per in-flight run is (peak − idle) / {max_in_flight}.\n\n{memory}\n",
