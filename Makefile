@@ -61,7 +61,7 @@ edge: toolchain
 ## bench: the measurements in BENCHMARKS.md, run side by side on this machine (a few minutes);
 ## prints the tables and rewrites the measured section of BENCHMARKS.md. Needs docker-registry
 ## and curl (installed here when run as root). `bench-build` is the release build it runs on:
-## about 11 minutes the first time on 2 cores (wasmtime with optimisations), seconds after.
+## about 5 minutes the first time on 2 cores (wasmtime with optimisations), seconds after.
 BENCH_GUESTS := target/$(WASM_TARGET)/guest-release
 BENCH_UNSTRIPPED := target/bench-unstripped
 

@@ -49,6 +49,8 @@ struct Trust {
     everywhere: Vec<CertificateDer<'static>>,
     /// Lowercased host names with the certificates of their own bundle.
     per_host: Vec<(String, Vec<CertificateDer<'static>>)>,
+    /// The platform's and the Mozilla roots, once read; every configuration starts from them.
+    public: OnceLock<RootCertStore>,
     /// The configuration for hosts without a bundle of their own, once built.
     default: OnceLock<Result<Arc<ClientConfig>, String>>,
     /// The configuration of each `per_host` entry, in the same order, once built.
@@ -95,6 +97,7 @@ impl TlsSettings {
                 public_roots,
                 everywhere,
                 per_host,
+                public: OnceLock::new(),
                 default: OnceLock::new(),
                 host_configs: OnceLock::new(),
             }),
@@ -134,7 +137,7 @@ impl Trust {
     /// every host, and `extra`.
     fn config_with(&self, extra: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, String> {
         let mut roots = if self.public_roots {
-            base_roots()
+            self.public.get_or_init(base_roots).clone()
         } else {
             RootCertStore::empty()
         };
