@@ -143,16 +143,19 @@ impl Settings {
     }
 
     /// Merges one `--set KEY=VALUE` option.
+    ///
+    /// A malformed option is not echoed back: `--set 'OCI:Password hunter2'` would otherwise
+    /// print the password, so only the key of a well-formed part is ever named.
     pub fn merge_assignment(&mut self, assignment: &str) -> Result<(), ConfigError> {
         let Some((key, value)) = assignment.split_once('=') else {
-            return Err(ConfigError(format!(
-                "`--set` expects KEY=VALUE, got `{assignment}`; for example `--set OCI:RegistryUrl=https://registry.local`"
-            )));
+            return Err(ConfigError(
+                "a `--set` option has no `=` (not shown, in case it holds a secret); write it as `--set Section:Key=value`, for example `--set OCI:RegistryUrl=https://registry.local`".to_string(),
+            ));
         };
         if key.trim().is_empty() {
-            return Err(ConfigError(format!(
-                "`--set {assignment}` has an empty key; write it as `Section:Key=value`"
-            )));
+            return Err(ConfigError(
+                "a `--set` option has an empty key before `=` (its value is not shown); write it as `--set Section:Key=value`".to_string(),
+            ));
         }
         self.set(key.trim(), value);
         Ok(())
@@ -370,8 +373,13 @@ mod tests {
     #[test]
     fn set_requires_key_and_value() {
         let mut settings = Settings::default();
-        assert!(settings.merge_assignment("novalue").is_err());
-        assert!(settings.merge_assignment("=x").is_err());
+        let no_equals = settings
+            .merge_assignment("OCI:Password hunter2")
+            .unwrap_err();
+        assert!(no_equals.to_string().contains("`--set Section:Key=value`"));
+        assert!(!no_equals.to_string().contains("hunter2"), "{no_equals}");
+        let empty_key = settings.merge_assignment("=hunter2").unwrap_err();
+        assert!(!empty_key.to_string().contains("hunter2"), "{empty_key}");
         settings.merge_assignment("A:B=x=y").unwrap();
         assert_eq!(settings.get("a:b"), Some("x=y"));
     }

@@ -91,6 +91,9 @@ pub struct Inspection {
     pub exports: Vec<String>,
     /// The contract version of the exported `stellaops:doctor/check`, if any.
     pub contract_version: Option<String>,
+    /// `stellaops:doctor/doctor-check@<version>` when the component exports a supported `check`
+    /// and imports nothing outside that world; `None` when it does not fit the world.
+    pub world: Option<String>,
     /// Every import, with its verdict.
     pub imports: Vec<ImportInfo>,
     /// The check's metadata, when `metadata()` could be called.
@@ -247,6 +250,7 @@ pub async fn inspect_with(
         kind: "not WebAssembly",
         exports: Vec::new(),
         contract_version: None,
+        world: None,
         imports: Vec::new(),
         metadata: None,
         problems: Vec::new(),
@@ -425,6 +429,11 @@ fn read_world(engine: &DoctorEngine, component: &Component, inspection: &mut Ins
             "imports `{}`, which the `doctor-check` world does not offer; checks reach the network only through `wasi:http/outgoing-handler` and get no other host interfaces",
             import.name
         ));
+    }
+    if inspection.problems.is_empty()
+        && let Some(version) = &inspection.contract_version
+    {
+        inspection.world = Some(format!("stellaops:doctor/doctor-check@{version}"));
     }
 }
 
@@ -620,6 +629,27 @@ mod tests {
     }
 
     #[test]
+    fn metadata_needs_a_valid_id_and_a_name() {
+        let metadata = |id: &str, name: &str| CheckMetadata {
+            id: id.into(),
+            name: name.into(),
+            description: String::new(),
+            plugin_id: "p".into(),
+            default_severity: crate::model::Severity::Fail,
+            tags: vec![],
+            estimated_duration_ms: 0,
+            config_keys: vec![],
+            outbound_hosts: vec![],
+            related_checks: vec![],
+        };
+        assert!(check_metadata(&metadata("check.ok", "A check")).is_ok());
+        let bad_id = check_metadata(&metadata("Check Bad", "A check")).unwrap_err();
+        assert!(bad_id.contains("\"Check Bad\""), "{bad_id}");
+        let no_name = check_metadata(&metadata("check.ok", "  ")).unwrap_err();
+        assert!(no_name.contains("empty name"), "{no_name}");
+    }
+
+    #[test]
     fn header_tells_core_modules_from_components() {
         let mut inspection = Inspection {
             file: "x.wasm".into(),
@@ -627,6 +657,7 @@ mod tests {
             kind: "not WebAssembly",
             exports: vec![],
             contract_version: None,
+            world: None,
             imports: vec![],
             metadata: None,
             problems: vec![],

@@ -18,17 +18,18 @@
 //!
 //! Exit codes:
 //!
-//! - `0`: every selected check ran and none reported `fail` (`list`: the folder was read and at
-//!   least one check loaded or there was nothing to load; `inspect`: the file would load);
+//! - `0`: every selected check ran and none reported `fail` (`list`: every component in the
+//!   folder loaded; `inspect`: the file would load);
 //! - `1`: at least one check reported `fail` (a trap, panic or overrun deadline is a `fail`);
 //! - `2`: a usage or configuration error, an unreadable plugins folder, a selection that matches
-//!   no loaded check, or component files that failed to load while no check could run
-//!   (`inspect`: the file would not load).
+//!   no loaded check, or a component file that failed to load (`inspect`: the file would not
+//!   load).
 //!
 //! A component that fails to load does not stop the others: its error is printed on stderr (and
-//! listed under `"errors"` in JSON), and when checks still ran the exit code follows their
-//! results. This keeps one broken plugin from hiding the health of everything else, while a run
-//! that checked nothing at all never looks like a success.
+//! listed under `"errors"` in JSON), the remaining checks run and are reported in full, and the
+//! exit code is then `2` whatever their results. A broken plugin means the report is missing a
+//! check, and a pipeline gate must not read that as "nothing failed"; `2` wins over `1` because
+//! the operator has something to fix before the results can be trusted as complete.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -275,10 +276,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     print_load_errors(&errors);
                 }
             }
-            Ok(exit_code(
-                !plugins.checks.is_empty() || errors.is_empty(),
-                EXIT_USAGE,
-            ))
+            Ok(exit_code(errors.is_empty(), EXIT_USAGE))
         }
         Command::Run(args) => run(cli.plugins, cli.verbose, args, settings, engine, &load).await,
     }
@@ -341,6 +339,9 @@ async fn run(
     };
     print!("{output}");
 
+    if !errors.is_empty() {
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let failed = runs.iter().any(|run| run.result.severity == Severity::Fail);
     Ok(exit_code(!failed, EXIT_FAILED))
 }

@@ -482,6 +482,7 @@ struct JsonInspection<'a> {
     digest: Option<&'a str>,
     exports: &'a [String],
     contract_version: Option<&'a str>,
+    world: Option<&'a str>,
     imports: &'a [ImportInfo],
     metadata: Option<&'a CheckMetadata>,
     loadable: bool,
@@ -496,6 +497,7 @@ pub fn inspect_json(inspection: &Inspection) -> String {
         digest: inspection.digest.as_deref(),
         exports: &inspection.exports,
         contract_version: inspection.contract_version.as_deref(),
+        world: inspection.world.as_deref(),
         imports: &inspection.imports,
         metadata: inspection.metadata.as_ref(),
         loadable: inspection.problems.is_empty(),
@@ -518,6 +520,14 @@ pub fn inspect_text(inspection: &Inspection) -> String {
             "none (does not export stellaops:doctor/check)".to_string(),
             |v| { format!("stellaops:doctor/check@{v}") }
         )
+    );
+    let _ = writeln!(
+        out,
+        "world:     {}",
+        inspection
+            .world
+            .as_deref()
+            .unwrap_or("does not fit stellaops:doctor/doctor-check (see status)")
     );
     if !inspection.exports.is_empty() {
         let _ = writeln!(out, "exports:");

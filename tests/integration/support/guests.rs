@@ -17,6 +17,7 @@ const PACKAGES: &[&str] = &[
     "well-behaved-check",
     "other-world",
     "future-contract-check",
+    "broken-metadata-check",
 ];
 
 /// The workspace root (the host crate's parent directory).
