@@ -4,6 +4,8 @@ use crate::support::doctor::Doctor;
 use crate::support::guests::plugins_dir;
 use crate::support::registry::{self, Registry};
 use crate::{PUSH, diagnosis, evidence};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 const USER: &str = "doctor-ci";
 const PASSWORD: &str = "pw-5ecret-Zq81-do-not-print";
@@ -164,7 +166,7 @@ fn secret_never_appears_in_json_text_or_markdown_output() {
     let registry = Registry::start(&[(USER, PASSWORD)]);
     let plugins = plugins_dir(&["oci-push-check"]);
     let doctor = doctor_for(&registry, plugins.path());
-    let basic = base64_of(&format!("{USER}:{PASSWORD}"));
+    let basic = STANDARD.encode(format!("{USER}:{PASSWORD}"));
 
     for password in [PASSWORD, "wrong-Pa55word-visible?"] {
         let doctor = doctor_for(&registry, plugins.path()).set("OCI:Password", password);
@@ -220,25 +222,4 @@ fn text_output_shows_severity_diagnosis_and_evidence() {
         !outcome.stdout.contains('\u{1b}'),
         "no colour when stdout is not a terminal"
     );
-}
-
-fn base64_of(text: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in text.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

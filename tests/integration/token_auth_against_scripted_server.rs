@@ -6,6 +6,8 @@ use crate::support::doctor::Doctor;
 use crate::support::guests::plugins_dir;
 use crate::support::scripted::{Recorded, Reply, ScriptedServer, respond};
 use crate::{PUSH, diagnosis, evidence};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
 const REPO: &str = "stellaops/doctor-test";
@@ -89,6 +91,66 @@ fn harbor_basic_challenge_after_an_issued_token_means_no_push_permission() {
     );
     assert_eq!(evidence(&result, "auth_method"), "bearer-exchange");
     assert!(evidence(&result, "error_message").contains("action: push"));
+}
+
+/// Harbor with basic credentials and no token exchange: it answers the upload
+/// `401` with `Basic realm="harbor"` both to a wrong password and to a valid
+/// account without push; only `GET /v2/` tells the two apart.
+fn harbor_basic_only(valid_password: &'static str) -> ScriptedServer {
+    ScriptedServer::start(move |request: &Recorded| {
+        let expected = format!("Basic {}", STANDARD.encode(format!("svc:{valid_password}")));
+        let valid = request.header("authorization") == Some(expected.as_str());
+        match (request.method.as_str(), request.target.as_str()) {
+            ("GET", "/v2/") if valid => respond(200, &[JSON], "{}"),
+            _ => unauthorized(
+                r#"Basic realm="harbor""#,
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"unauthorized to access repository: stellaops/doctor-test, action: push: unauthorized to access repository: stellaops/doctor-test, action: push"}]}"#,
+            ),
+        }
+    })
+}
+
+#[test]
+fn harbor_basic_refusal_of_an_account_it_accepts_at_v2_is_no_push_permission() {
+    let server = harbor_basic_only("svc-pw-4410");
+
+    let result = basic(&server.url, &[]);
+
+    assert_eq!(result["severity"], "fail", "{result:#}");
+    let text = diagnosis(&result);
+    assert!(
+        text.contains("do not permit push") && !text.to_lowercase().contains("invalid credentials"),
+        "{text}"
+    );
+    assert_eq!(evidence(&result, "auth_method"), "basic");
+    assert_eq!(evidence(&result, "credentials_verified"), "true");
+    assert_eq!(evidence(&result, "credentials_check_status"), "200");
+    let anonymous = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.target == "/v2/" && r.header("authorization").is_none())
+        .count();
+    assert_eq!(
+        anonymous, 1,
+        "a 200 counts only when the anonymous request is refused"
+    );
+}
+
+#[test]
+fn harbor_basic_refusal_of_a_wrong_password_is_invalid_credentials() {
+    let server = harbor_basic_only("the-right-password");
+
+    let result = basic(&server.url, &[]);
+
+    assert_eq!(result["severity"], "fail", "{result:#}");
+    assert!(
+        diagnosis(&result)
+            .to_lowercase()
+            .contains("invalid credentials"),
+        "{result:#}"
+    );
+    assert_eq!(evidence(&result, "credentials_verified"), "false");
+    assert_eq!(evidence(&result, "credentials_check_status"), "401");
 }
 
 #[test]

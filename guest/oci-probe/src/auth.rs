@@ -9,8 +9,13 @@
 //!   a `Location` on another origin, or on the same host over plain http, never receives them;
 //! - credentials go to a token realm only because the registry named it in a challenge, and never
 //!   to a plain-http realm of a registry served over https.
+//!
+//! A token is shown only within the lifetime its realm gave it (`expires_in`, 60 s by default):
+//! [`Auth::token_expired`] tells when it has run out, and [`Auth::renew`] repeats the exchange
+//! that produced it.
 
 use std::fmt;
+use std::time::Instant;
 
 use crate::base64;
 use crate::challenge::Challenge;
@@ -151,13 +156,28 @@ pub enum ExchangeError {
     },
 }
 
+/// Where the time comes from; tests substitute a clock they can move forward.
+pub type Clock = fn() -> Instant;
+
 /// Decides the `Authorization` header of each request and performs token exchanges.
 #[derive(Debug, Clone)]
 pub struct Auth {
     credentials: Option<Credentials>,
     registry: Url,
     user_agent: String,
-    token: Option<Token>,
+    clock: Clock,
+    token: Option<HeldToken>,
+    /// Every token value any exchange returned, so a report can make sure none is quoted.
+    issued: Vec<Secret>,
+}
+
+/// The token in use, when it runs out, and the exchange that produced it (to repeat it).
+#[derive(Debug, Clone)]
+struct HeldToken {
+    token: Token,
+    expires_at: Option<Instant>,
+    challenge: Challenge,
+    scopes: Vec<String>,
 }
 
 impl Auth {
@@ -175,13 +195,21 @@ impl Auth {
             credentials: None,
             registry: registry.clone(),
             user_agent: concat!("stellaops-doctor/", env!("CARGO_PKG_VERSION")).to_string(),
+            clock: Instant::now,
             token: None,
+            issued: Vec::new(),
         }
     }
 
     /// Sets the `User-Agent` of token requests.
     pub fn with_user_agent(mut self, user_agent: &str) -> Self {
         self.user_agent = user_agent.to_string();
+        self
+    }
+
+    /// Measures token lifetimes with `clock` instead of [`Instant::now`].
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -197,7 +225,29 @@ impl Auth {
 
     /// The token from the last successful exchange.
     pub fn token(&self) -> Option<&Token> {
-        self.token.as_ref()
+        self.token.as_ref().map(|held| &held.token)
+    }
+
+    /// Every token value the exchanges returned, the held one among them.
+    pub fn issued_tokens(&self) -> &[Secret] {
+        &self.issued
+    }
+
+    /// True when a token is held and its lifetime has passed, so it must not be shown again.
+    pub fn token_expired(&self) -> bool {
+        let expires_at = self.token.as_ref().and_then(|held| held.expires_at);
+        // A lifetime too long for `Instant` never runs out within a probe.
+        expires_at.is_some_and(|at| (self.clock)() >= at)
+    }
+
+    /// Repeats the exchange that produced the held token, for a fresh one with the same scopes.
+    ///
+    /// `None` when no token is held. On failure the old token stays, so the caller decides
+    /// whether to send anything at all.
+    pub fn renew(&mut self, transport: &mut dyn Transport) -> Option<Result<Url, ExchangeError>> {
+        let held = self.token.as_ref()?;
+        let (challenge, scopes) = (held.challenge.clone(), held.scopes.clone());
+        Some(self.exchange(transport, &challenge, &scopes))
     }
 
     /// The `Authorization` value for a request to `target`, or `None` when `target` lies on
@@ -207,7 +257,7 @@ impl Auth {
             return None;
         }
         match (&self.token, &self.credentials) {
-            (Some(token), _) => Some(format!("Bearer {}", token.value().expose())),
+            (Some(held), _) => Some(format!("Bearer {}", held.token.value().expose())),
             (None, Some(credentials)) => Some(credentials.header_value()),
             (None, None) => None,
         }
@@ -248,7 +298,15 @@ impl Auth {
 
         match token::fetch(transport, &request, grant) {
             Ok(token) => {
-                self.token = Some(token);
+                // The lifetime counts from the answer's arrival, which is now.
+                let expires_at = (self.clock)().checked_add(token.expires_in);
+                self.issued.push(token.value().clone());
+                self.token = Some(HeldToken {
+                    token,
+                    expires_at,
+                    challenge: challenge.clone(),
+                    scopes: scopes.to_vec(),
+                });
                 Ok(realm)
             }
             Err(error) => Err(ExchangeError::Token { realm, error }),

@@ -9,11 +9,15 @@
 //! token for `pull,push` (never `delete`: Quay refuses any other action with 400) and posts again.
 //! Only when the cancel itself is challenged, as distribution does because cancelling needs the
 //! `delete` action, does it ask for the scope that challenge names, once.
+//!
+//! A `401` that offers no token exchange does not tell a wrong password from a missing grant:
+//! Harbor answers both with `Basic realm="harbor"` once credentials were sent. The probe then asks
+//! `GET /v2/`, which such registries answer `200` only to an account they authenticated.
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use crate::auth::{Auth, AuthMethod, ExchangeError, RealmProblem};
+use crate::auth::{Auth, AuthMethod, Clock, ExchangeError, RealmProblem, Secret};
 use crate::challenge::{self, Challenge};
 use crate::config::ProbeConfig;
 use crate::errors::{ErrorBody, excerpt};
@@ -31,15 +35,22 @@ const USER_AGENT: &str = concat!(
 /// The challenge `error` a registry gives when the token lacks an action.
 const INSUFFICIENT_SCOPE: &str = "insufficient_scope";
 
+/// The challenge `error` a registry gives when it does not accept the token at all.
+const INVALID_TOKEN: &str = "invalid_token";
+
 /// What the registry's answer to the upload request means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// 202: the account may push; carries what happened to the session.
     Permitted(Cancel),
-    /// 401 to credentials sent to the registry as they are: the registry did not accept them.
+    /// 401 to credentials sent to the registry as they are, and `GET /v2/` did not show them
+    /// accepted ([`PushOutcome::credentials_check`] says what it showed).
     InvalidCredentials,
     /// The token service refused the credentials (401 or 403, or 400 to a refresh token).
     TokenRefused,
+    /// The token service issued a token and the registry rejected it as `invalid_token`: the two
+    /// disagree about issuer, audience or signing key, or their clocks do.
+    TokenRejected,
     /// The credentials are valid but push is not granted.
     NotPermitted(Denial),
     /// 404: the registry does not know the repository and did not create it.
@@ -82,11 +93,69 @@ pub enum Denial {
     /// 403 to the upload request (GHCR, ECR and Artifact Registry answer `DENIED`).
     Forbidden,
     /// 401 to the upload request although it carried a token (distribution, Quay and Docker Hub
-    /// say `insufficient_scope`; Harbor challenges with `Basic` again).
+    /// say `insufficient_scope`).
     TokenLacksPush,
     /// The token service refused a push scope but issued a pull token (Docker Hub read-only
     /// access tokens).
     PullOnly,
+    /// 401 to the upload request, but `GET /v2/` with the same credentials succeeded (Harbor
+    /// answers a valid account without push this way).
+    CredentialsAccepted,
+}
+
+/// What `GET <registry>/v2/` with the upload's credentials said about them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsCheck {
+    /// A 2xx, and a refusal to the same request without credentials: the account is valid.
+    Accepted {
+        /// The status of the authenticated answer.
+        status: u16,
+    },
+    /// 401: the registry does not accept the credentials.
+    Refused {
+        /// The status of the answer.
+        status: u16,
+    },
+    /// A 2xx without credentials too, so the answer says nothing about them.
+    OpenToAnyone {
+        /// The status of the authenticated answer.
+        status: u16,
+    },
+    /// A status that is neither 2xx nor 401.
+    Unexpected {
+        /// The status of the answer.
+        status: u16,
+    },
+    /// A request of the check got no answer.
+    Unanswered {
+        /// The status of the authenticated answer, when only the anonymous one was lost.
+        status: Option<u16>,
+        /// Why there was no answer.
+        error: TransportError,
+    },
+}
+
+impl CredentialsCheck {
+    /// `Some(true)` when the credentials were shown valid, `Some(false)` when shown invalid,
+    /// `None` when the check could not tell.
+    pub fn verified(&self) -> Option<bool> {
+        match self {
+            CredentialsCheck::Accepted { .. } => Some(true),
+            CredentialsCheck::Refused { .. } => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The status of the answer to the authenticated `GET /v2/`, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CredentialsCheck::Accepted { status }
+            | CredentialsCheck::Refused { status }
+            | CredentialsCheck::OpenToAnyone { status }
+            | CredentialsCheck::Unexpected { status } => Some(*status),
+            CredentialsCheck::Unanswered { status, .. } => *status,
+        }
+    }
 }
 
 /// Why no token could be had.
@@ -112,12 +181,19 @@ pub enum Cancel {
         /// The refused session URL.
         location: Url,
     },
+    /// The token had expired and no fresh one could be had, so no DELETE was sent.
+    TokenExpired {
+        /// The session URL.
+        location: Url,
+    },
     /// A DELETE was sent to the session URL.
     Attempted {
         /// The session URL the DELETE went to.
         location: Url,
         /// True when the session lies on the registry's origin, so credentials were sent.
         credentials_sent: bool,
+        /// True when the token had expired before the DELETE and a fresh one was fetched.
+        token_renewed: bool,
         /// True when the first DELETE was challenged and sent again with a token for the scope
         /// the challenge named.
         retried_with_token: bool,
@@ -153,7 +229,8 @@ pub struct TokenExchange {
 pub struct PushOutcome {
     /// The upload URL the probe posted to.
     pub upload_url: Url,
-    /// The evidence name of what the registry was last shown.
+    /// The evidence name of what the last upload request showed the registry (a token fetched
+    /// but never presented does not count).
     pub auth_method: &'static str,
     /// What the answers mean.
     pub verdict: Verdict,
@@ -167,17 +244,32 @@ pub struct PushOutcome {
     pub challenge_error: Option<String>,
     /// The token exchange, when the registry asked for one.
     pub token: Option<TokenExchange>,
+    /// What `GET /v2/` said, when a 401 left the credentials in doubt.
+    pub credentials_check: Option<CredentialsCheck>,
     /// The `Retry-After` value of a 429 or 503.
     pub retry_after: Option<String>,
     /// Time spent on all requests.
     pub duration: Duration,
+    /// Every token a token service issued during the probe: the report masks them, since a
+    /// registry or token service could echo one in a body the report quotes.
+    pub issued_tokens: Vec<Secret>,
 }
 
 /// Runs the probe against the configured registry; never panics on any answer.
 pub fn probe(config: &ProbeConfig, transport: &mut dyn Transport) -> PushOutcome {
+    probe_with_clock(config, transport, Instant::now)
+}
+
+/// [`probe`], measuring token lifetimes with `clock`.
+pub fn probe_with_clock(
+    config: &ProbeConfig,
+    transport: &mut dyn Transport,
+    clock: Clock,
+) -> PushOutcome {
     let started = Instant::now();
-    let mut auth =
-        Auth::new(config.credentials.clone(), &config.registry).with_user_agent(USER_AGENT);
+    let mut auth = Auth::new(config.credentials.clone(), &config.registry)
+        .with_user_agent(USER_AGENT)
+        .with_clock(clock);
     let upload_url = config
         .registry
         .join_path(&format!("/v2/{}/blobs/uploads/", config.repository));
@@ -191,12 +283,14 @@ pub fn probe(config: &ProbeConfig, transport: &mut dyn Transport) -> PushOutcome
         challenge: None,
         challenge_error: None,
         token: None,
+        credentials_check: None,
         retry_after: None,
         duration: Duration::ZERO,
+        issued_tokens: Vec::new(),
     };
-    outcome.verdict = open_session(&mut outcome, &mut auth, &config.repository, transport);
-    outcome.auth_method = auth.method().as_str();
+    outcome.verdict = open_session(&mut outcome, &mut auth, config, transport);
     outcome.duration = started.elapsed();
+    outcome.issued_tokens = auth.issued_tokens().to_vec();
     outcome
 }
 
@@ -204,9 +298,10 @@ pub fn probe(config: &ProbeConfig, transport: &mut dyn Transport) -> PushOutcome
 fn open_session(
     outcome: &mut PushOutcome,
     auth: &mut Auth,
-    repository: &str,
+    config: &ProbeConfig,
     transport: &mut dyn Transport,
 ) -> Verdict {
+    let repository = &config.repository;
     let mut response = match post_upload(outcome, auth, transport) {
         Ok(response) => response,
         Err(error) => return Verdict::Unreachable(error),
@@ -223,7 +318,7 @@ fn open_session(
             Err(error) => return Verdict::Unreachable(error),
         };
     }
-    judge(outcome, auth, &response, transport)
+    judge(outcome, auth, &response, &config.registry, transport)
 }
 
 /// Sends the upload request and records its answer in `outcome`.
@@ -232,6 +327,7 @@ fn post_upload(
     auth: &Auth,
     transport: &mut dyn Transport,
 ) -> Result<Response, TransportError> {
+    outcome.auth_method = auth.method().as_str();
     let response = transport.send(&request(Method::Post, &outcome.upload_url, auth))?;
 
     outcome.status = Some(response.status);
@@ -322,11 +418,11 @@ fn pull_token(
     if auth.exchange(transport, challenge, &pull_scope).is_err() {
         return false;
     }
+    // Only what the answer or the JWT says: an opaque token proves a grant, not which.
     if let Some(record) = &mut outcome.token {
         record.granted_actions = auth
             .token()
-            .and_then(|token| token.granted_actions(repository))
-            .or_else(|| Some(vec!["pull".to_string()]));
+            .and_then(|token| token.granted_actions(repository));
     }
     true
 }
@@ -355,24 +451,96 @@ fn exchange_record(
 
 /// The verdict for the last answer to the upload request.
 fn judge(
-    outcome: &PushOutcome,
+    outcome: &mut PushOutcome,
     auth: &mut Auth,
     response: &Response,
+    registry: &Url,
     transport: &mut dyn Transport,
 ) -> Verdict {
-    let static_token_lacks_scope = auth.method() == AuthMethod::BearerStatic
-        && outcome.challenge_error.as_deref() == Some(INSUFFICIENT_SCOPE);
     match response.status {
         202 => {
             let location = response.header("location");
             Verdict::Permitted(cancel(&outcome.upload_url, location, auth, transport))
         }
+        401 => judge_unauthorized(outcome, auth, registry, transport),
+        status => Verdict::for_status(status),
+    }
+}
+
+/// The verdict for a 401 that no (further) token exchange can answer.
+fn judge_unauthorized(
+    outcome: &mut PushOutcome,
+    auth: &Auth,
+    registry: &Url,
+    transport: &mut dyn Transport,
+) -> Verdict {
+    let challenge_error = outcome.challenge_error.as_deref();
+    match auth.method() {
+        // The registry's own token service vouched for the account, and the registry says the
+        // token itself is bad: the two are misconfigured, whatever the account may do.
+        AuthMethod::BearerExchange if challenge_error == Some(INVALID_TOKEN) => {
+            Verdict::TokenRejected
+        }
         // A registry that issued a token and still answers 401 recognised the account; the
-        // grant is what is missing (Harbor then even challenges with `Basic` again).
-        401 if auth.method() == AuthMethod::BearerExchange || static_token_lacks_scope => {
+        // grant is what is missing.
+        AuthMethod::BearerExchange => Verdict::NotPermitted(Denial::TokenLacksPush),
+        AuthMethod::BearerStatic if challenge_error == Some(INSUFFICIENT_SCOPE) => {
             Verdict::NotPermitted(Denial::TokenLacksPush)
         }
-        status => Verdict::for_status(status),
+        AuthMethod::Basic | AuthMethod::BearerStatic => {
+            let check = check_credentials(auth, registry, transport);
+            let verdict = match check {
+                CredentialsCheck::Accepted { .. } => {
+                    Verdict::NotPermitted(Denial::CredentialsAccepted)
+                }
+                _ => Verdict::InvalidCredentials,
+            };
+            outcome.credentials_check = Some(check);
+            verdict
+        }
+        AuthMethod::Anonymous => Verdict::InvalidCredentials,
+    }
+}
+
+/// Asks `GET <registry>/v2/` with the upload's credentials whether the registry accepts them.
+///
+/// The API root needs no grant on any repository, only an authenticated account: Harbor answers
+/// it 200 to a valid account and 401 to a wrong password, which its upload answer does not tell
+/// apart; distribution with htpasswd answers a wrong password 401 there too. Some registries let
+/// anyone read `/v2/`, so a 2xx is only taken as proof when the same request without
+/// credentials is refused.
+fn check_credentials(
+    auth: &Auth,
+    registry: &Url,
+    transport: &mut dyn Transport,
+) -> CredentialsCheck {
+    let url = registry.join_path("/v2/");
+    let status = match transport.send(&request(Method::Get, &url, auth)) {
+        Ok(response) => response.status,
+        Err(error) => {
+            return CredentialsCheck::Unanswered {
+                status: None,
+                error,
+            };
+        }
+    };
+    match status {
+        200..=299 => {}
+        401 => return CredentialsCheck::Refused { status },
+        _ => return CredentialsCheck::Unexpected { status },
+    }
+
+    let anonymous =
+        Request::new(Method::Get, url.to_string()).with_header("user-agent", USER_AGENT);
+    match transport.send(&anonymous) {
+        Ok(response) if (200..300).contains(&response.status) => {
+            CredentialsCheck::OpenToAnyone { status }
+        }
+        Ok(_) => CredentialsCheck::Accepted { status },
+        Err(error) => CredentialsCheck::Unanswered {
+            status: Some(status),
+            error,
+        },
     }
 }
 
@@ -396,6 +564,16 @@ fn cancel(
         return Cancel::Downgrade { location };
     }
 
+    // A token past its lifetime is not shown again (the registry would refuse it, and it should
+    // not outlive what its issuer said); one fresh token for the same scopes is fetched instead.
+    let mut token_renewed = false;
+    if auth.token_expired() && auth.authorization_for(&location).is_some() {
+        match auth.renew(transport) {
+            Some(Ok(_)) => token_renewed = true,
+            _ => return Cancel::TokenExpired { location },
+        }
+    }
+
     let delete = request(Method::Delete, &location, auth);
     let credentials_sent = delete.header("authorization").is_some();
     let mut answer = transport.send(&delete);
@@ -411,6 +589,7 @@ fn cancel(
     Cancel::Attempted {
         location,
         credentials_sent,
+        token_renewed,
         retried_with_token,
         result: answer.map(|response| (response.status, ErrorBody::parse(&response.body))),
     }
@@ -418,7 +597,10 @@ fn cancel(
 
 /// Fetches a token for the scope a challenged DELETE names; true when one was issued.
 ///
-/// A static token that the registry accepted as it is cannot be exchanged, so it gets no retry.
+/// Only a challenge about the grant is worth a new token: `insufficient_scope`, or a scope that
+/// asks for `delete` (distribution names `repository:<name>:delete`). Any other 401, a rejected
+/// token say, would be answered the same way again. A static token that the registry accepted
+/// as it is cannot be exchanged, so it gets no retry either.
 fn reauthorise_cancel(response: &Response, auth: &mut Auth, transport: &mut dyn Transport) -> bool {
     if response.status != 401 || auth.method() == AuthMethod::BearerStatic {
         return false;
@@ -429,8 +611,20 @@ fn reauthorise_cancel(response: &Response, auth: &mut Auth, transport: &mut dyn 
     let Some(scope) = challenge.scope() else {
         return false;
     };
-    let scopes: Vec<String> = scope.split(' ').map(str::to_string).collect();
+    let scopes: Vec<String> = scope.split_whitespace().map(str::to_string).collect();
+    let asks_for_delete = scopes
+        .iter()
+        .any(|item| scope_actions(item).any(|a| a == "delete"));
+    if scopes.is_empty() || (challenge.error() != Some(INSUFFICIENT_SCOPE) && !asks_for_delete) {
+        return false;
+    }
     auth.exchange(transport, &challenge, &scopes).is_ok()
+}
+
+/// The actions of one scope item such as `repository:team/app:pull,delete`.
+fn scope_actions(item: &str) -> impl Iterator<Item = &str> {
+    let actions = item.rsplit_once(':').map_or("", |(_, actions)| actions);
+    actions.split(',')
 }
 
 /// A request to `url`, with credentials only when `auth` allows them there.

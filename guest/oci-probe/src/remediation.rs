@@ -2,7 +2,8 @@
 //!
 //! Commands carry the real registry address and repository but never a secret: credentials
 //! appear only as `$OCI_USERNAME`, `$OCI_PASSWORD` and `$OCI_TOKEN`, which the operator exports in
-//! their own shell. The names of the platform's service, unit, release and secret are the Stella
+//! their own shell, and so does a value only the operator knows (`$OCI_PUSH_REPOSITORY`, a
+//! repository the account may push to). The names of the platform's service, unit, release and secret are the Stella
 //! Ops defaults below. Anything the registry chose (a token realm, say) is single-quoted before it
 //! goes into a command, since a hostile registry could otherwise smuggle shell syntax into a line
 //! an operator pastes.
@@ -28,6 +29,9 @@ const NAMESPACE: &str = "stellaops";
 const HELM_SECRET: &str = "stellaops-oci";
 /// An example address for when no registry is configured yet.
 const EXAMPLE_REGISTRY: &str = "https://registry.example.com";
+/// What the shell says when `$OCI_PUSH_REPOSITORY` is not exported.
+const PUSH_REPOSITORY_HINT: &str =
+    "export OCI_PUSH_REPOSITORY as a repository the account may push to";
 
 /// Steps for a probe outcome that is not a pass.
 pub fn for_outcome(config: &ProbeConfig, outcome: &PushOutcome) -> Vec<RemediationStep> {
@@ -41,6 +45,7 @@ pub fn for_outcome(config: &ProbeConfig, outcome: &PushOutcome) -> Vec<Remediati
         }
         Verdict::TokenUnavailable(TokenProblem::Realm(problem)) => realm_fix(problem),
         Verdict::TokenUnavailable(_) => token_service(config, token),
+        Verdict::TokenRejected => token_trust(config, token),
         verdict => permission(config, &grant_advice(config, verdict), token),
     }
 }
@@ -116,8 +121,10 @@ fn permission(
         step(
             format!(
                 "Docker Compose: {advice}; try a push by hand (it leaves a `doctor-push-test` tag \
-                 to delete afterwards), then set `OCI__PushTestRepository` in `.env` and recreate \
-                 the `{COMPOSE_SERVICE}` service"
+                 to delete afterwards); to probe another repository, export \
+                 `OCI_PUSH_REPOSITORY` as one the account may push to and write it to \
+                 `OCI__PushTestRepository` in `.env`; then recreate the `{COMPOSE_SERVICE}` \
+                 service"
             ),
             compose_commands(config),
         ),
@@ -159,9 +166,12 @@ fn compose_commands(config: &ProbeConfig) -> Vec<String> {
         "docker pull busybox:latest".to_string(),
         format!("docker tag busybox:latest {image}"),
         format!("docker push {image}"),
+        // Writing the repository that just failed back to `.env` would change nothing, so the
+        // line takes the operator's choice and refuses to run without one.
         format!(
-            "sed -i '/^OCI__PushTestRepository=/d' .env && echo 'OCI__PushTestRepository={}' >> .env",
-            config.repository
+            ": \"${{OCI_PUSH_REPOSITORY:?{PUSH_REPOSITORY_HINT}}}\" && \
+             sed -i '/^OCI__PushTestRepository=/d' .env && \
+             echo \"OCI__PushTestRepository=$OCI_PUSH_REPOSITORY\" >> .env"
         ),
         format!("docker compose up -d {COMPOSE_SERVICE}"),
         VERIFY_COMMAND.to_string(),
@@ -294,6 +304,33 @@ fn token_service(config: &ProbeConfig, token: Option<&TokenExchange>) -> Vec<Rem
     vec![step(
         "Check the token service the registry names: the request must answer 200 with a `token` \
          or `access_token`; if it does not, fix the token service or the network path to it"
+            .to_string(),
+        commands,
+    )]
+}
+
+/// Making the registry accept the tokens its own token service issues.
+///
+/// The command prints the claims of a fresh token (the payload of the JWT, base64url without
+/// padding) so `iss`, `aud`, `nbf` and `exp` can be compared with the registry's settings.
+fn token_trust(config: &ProbeConfig, token: Option<&TokenExchange>) -> Vec<RemediationStep> {
+    let claims = token.map(|token| {
+        format!(
+            "{} | jq -r '.access_token // .token' | cut -d. -f2 | tr '_-' '/+' \
+             | awk '{{ while (length($0) % 4) $0 = $0 \"=\"; print }}' | base64 -d; echo",
+            curl_token(config, token)
+        )
+    });
+    let commands = claims
+        .into_iter()
+        .chain(["date -u".to_string(), VERIFY_COMMAND.to_string()])
+        .collect();
+    vec![step(
+        "Make the registry trust its token service: the token's `iss` must be the registry's \
+         issuer (distribution: `auth.token.issuer`), its `aud` the registry's service \
+         (`auth.token.service`), its signing certificate must be in the registry's \
+         `auth.token.rootcertbundle`, and the clocks of both machines must agree (NTP); compare \
+         the claims the first command prints, and `date -u` on both machines"
             .to_string(),
         commands,
     )]

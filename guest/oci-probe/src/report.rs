@@ -4,11 +4,13 @@
 //! in [`crate::remediation`]. Nothing here ever sees a password or token: the probe outcome holds
 //! only the authentication method, and the configuration's secrets are never formatted.
 
-use crate::auth::{Credentials, RealmProblem};
+use crate::auth::{AuthMethod, Credentials, RealmProblem, Secret};
 use crate::config::{ConfigError, ProbeConfig};
 use crate::http::TransportError;
 use crate::model::{CheckResult, EvidenceItem, Severity};
-use crate::push::{Cancel, Denial, PushOutcome, TokenExchange, TokenProblem, Verdict};
+use crate::push::{
+    Cancel, CredentialsCheck, Denial, PushOutcome, TokenExchange, TokenProblem, Verdict,
+};
 use crate::remediation;
 use crate::url::Url;
 
@@ -51,7 +53,7 @@ pub fn probe_result(config: &ProbeConfig, outcome: &PushOutcome) -> CheckResult 
     };
     let passed = severity == Severity::Pass;
 
-    CheckResult {
+    let mut result = CheckResult {
         severity,
         diagnosis: diagnosis(config, outcome),
         evidence: evidence(config, outcome),
@@ -62,6 +64,44 @@ pub fn probe_result(config: &ProbeConfig, outcome: &PushOutcome) -> CheckResult 
             remediation::for_outcome(config, outcome)
         },
         verification_command: (!passed).then(|| VERIFY_COMMAND.to_string()),
+    };
+    mask_issued_tokens(&mut result, &outcome.issued_tokens);
+    result
+}
+
+/// Replaces every issued token in `result` with `***`.
+///
+/// The report never formats a token, but it quotes what registries and token services answered,
+/// and the host, which redacts the configured secrets, cannot know a token issued inside the
+/// run.
+fn mask_issued_tokens(result: &mut CheckResult, tokens: &[Secret]) {
+    let tokens: Vec<&str> = tokens
+        .iter()
+        .map(Secret::expose)
+        .filter(|token| !token.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        return;
+    }
+    let mask = |text: &mut String| {
+        for token in &tokens {
+            if text.contains(token) {
+                *text = text.replace(token, "***");
+            }
+        }
+    };
+    mask(&mut result.diagnosis);
+    result
+        .evidence
+        .iter_mut()
+        .for_each(|item| mask(&mut item.value));
+    result.likely_causes.iter_mut().for_each(mask);
+    for step in &mut result.remediation {
+        mask(&mut step.title);
+        step.commands.iter_mut().for_each(mask);
+    }
+    if let Some(command) = &mut result.verification_command {
+        mask(command);
     }
 }
 
@@ -78,20 +118,24 @@ fn diagnosis(config: &ProbeConfig, outcome: &PushOutcome) -> String {
             "{account} can push to {target}: the registry opened an upload session ({answer}){}",
             cancel_sentence(cancel)
         ),
-        Verdict::InvalidCredentials => format!(
-            "Invalid credentials: the registry refused them for {target} ({answer}); the password \
-             or token is wrong, expired or revoked, or the account may not push there."
-        ),
+        Verdict::InvalidCredentials => invalid_credentials(config, outcome, &target),
         Verdict::TokenRefused => format!(
             "Invalid credentials: the token service {} refused them ({}) when asked for push \
              access to {target}; the password or token is wrong, expired or revoked.",
             realm_name(outcome),
             token_answer(outcome)
         ),
+        Verdict::TokenRejected => format!(
+            "The registry rejected the token its own token service {} issued ({answer}, \
+             challenge error `invalid_token`): the registry and the token service disagree on \
+             the issuer, the service (audience) or the signing certificate, or their clocks \
+             differ; push permission could not be checked.",
+            realm_name(outcome)
+        ),
         Verdict::NotPermitted(denial) => format!(
             "The credentials are valid but do not permit push to {target} for {}; {}.",
             lowercase_first(&account),
-            denial_detail(outcome, *denial)
+            denial_detail(config, outcome, *denial)
         ),
         Verdict::RepositoryUnknown => format!(
             "The registry does not know the repository {target} and did not create it ({answer})."
@@ -122,8 +166,50 @@ fn diagnosis(config: &ProbeConfig, outcome: &PushOutcome) -> String {
     }
 }
 
+/// A 401 to credentials sent as they are, explained by what `GET /v2/` said about them.
+fn invalid_credentials(config: &ProbeConfig, outcome: &PushOutcome, target: &str) -> String {
+    let answer = answer_summary(outcome);
+    let login = login_request(config);
+    match &outcome.credentials_check {
+        Some(CredentialsCheck::Refused { status }) => format!(
+            "Invalid credentials: the registry refused them for the upload to {target} ({answer}) \
+             and again for {login} ({status}); the password or token is wrong, expired or \
+             revoked."
+        ),
+        Some(check) => format!(
+            "Invalid credentials, or valid ones without push permission: the registry refused \
+             the upload to {target} ({answer}), and checking the credentials with {login} could \
+             not tell which ({}).",
+            check_failure(check)
+        ),
+        None => format!(
+            "Invalid credentials: the registry refused them for {target} ({answer}); the \
+             password or token is wrong, expired or revoked, or the account may not push there."
+        ),
+    }
+}
+
+/// `` `GET https://registry/v2/` ``: the request that checks credentials without a push grant.
+fn login_request(config: &ProbeConfig) -> String {
+    format!("`GET {}`", config.registry.join_path("/v2/"))
+}
+
+/// Why a credentials check told nothing, as a clause.
+fn check_failure(check: &CredentialsCheck) -> String {
+    match check {
+        CredentialsCheck::OpenToAnyone { status } => {
+            format!("it answers {status} without credentials too")
+        }
+        CredentialsCheck::Unexpected { status } => format!("it answered {status}"),
+        CredentialsCheck::Unanswered { error, .. } => format!("it got no answer: {error}"),
+        CredentialsCheck::Accepted { status } | CredentialsCheck::Refused { status } => {
+            format!("it answered {status}")
+        }
+    }
+}
+
 /// How the registry said no, after the credentials were shown to be valid.
-fn denial_detail(outcome: &PushOutcome, denial: Denial) -> String {
+fn denial_detail(config: &ProbeConfig, outcome: &PushOutcome, denial: Denial) -> String {
     let answer = answer_summary(outcome);
     match denial {
         Denial::Forbidden => format!("the registry answered {answer}"),
@@ -142,6 +228,18 @@ fn denial_detail(outcome: &PushOutcome, denial: Denial) -> String {
             realm_name(outcome),
             token_answer(outcome)
         ),
+        Denial::CredentialsAccepted => {
+            let status = outcome
+                .credentials_check
+                .as_ref()
+                .and_then(CredentialsCheck::status)
+                .map_or(String::new(), |status| format!(" ({status})"));
+            format!(
+                "the registry refused the upload ({answer}) although it accepted the same \
+                 credentials for {}{status}",
+                login_request(config)
+            )
+        }
     }
 }
 
@@ -274,8 +372,15 @@ fn cancel_sentence(cancel: &Cancel) -> String {
         Cancel::Downgrade { .. } => format!(
             "; the probe {DOWNGRADE_REFUSED}, so the session was not cancelled, {HARMLESS}."
         ),
+        Cancel::TokenExpired { .. } => {
+            format!("; {TOKEN_EXPIRED}, so the session was not cancelled, {HARMLESS}.")
+        }
     }
 }
+
+/// Why an expired token led to no DELETE.
+const TOKEN_EXPIRED: &str =
+    "the token had expired before the cancel and no fresh one could be fetched";
 
 /// Why a plain-http `Location` of an https registry gets no DELETE.
 const DOWNGRADE_REFUSED: &str = "refused to follow a `Location` that leaves https for plain http";
@@ -313,6 +418,12 @@ fn unreachable_diagnosis(
 fn likely_causes(outcome: &PushOutcome) -> Vec<String> {
     let causes: &[&str] = match &outcome.verdict {
         Verdict::Permitted(_) => &[],
+        Verdict::InvalidCredentials if credentials_refused(outcome) => &[
+            "The password or token is wrong, has expired or has been revoked.",
+            "The user name is wrong, or the account is disabled or locked.",
+            "A robot account's secret was regenerated, or the robot account deleted (Harbor, \
+             Quay), and the old secret is still configured.",
+        ],
         Verdict::InvalidCredentials => &[
             "The password or token is wrong, has expired or has been revoked.",
             "The credentials are valid but lack write permission: Harbor, Quay and token-based \
@@ -320,6 +431,17 @@ fn likely_causes(outcome: &PushOutcome) -> Vec<String> {
             "The project or organisation in the repository path does not exist (Harbor answers \
              401 for a missing project).",
             "The registry expects a token exchange that static credentials cannot satisfy.",
+        ],
+        Verdict::TokenRejected => &[
+            "The token's issuer (`iss`) is not the one the registry expects (distribution: \
+             `auth.token.issuer`).",
+            "The token's audience (`aud`) is not the registry's service name (distribution: \
+             `auth.token.service`).",
+            "The certificate that signs the tokens is not in the registry's trusted bundle \
+             (distribution: `auth.token.rootcertbundle`), for example after the token service's \
+             key was rotated.",
+            "The clocks of the registry and the token service differ, so the token looks expired \
+             or not yet valid.",
         ],
         Verdict::TokenRefused => &[
             "The password or token is wrong, has expired or has been revoked.",
@@ -332,6 +454,13 @@ fn likely_causes(outcome: &PushOutcome) -> Vec<String> {
             "A pull-only robot account or read-only access token is configured.",
             "The project or organisation in the repository path does not exist, or the account \
              is not a member of it (Harbor answers 401 for a missing project).",
+        ],
+        Verdict::NotPermitted(Denial::CredentialsAccepted) => &[
+            "The account is valid but has no push permission on the repository (Harbor: a Guest \
+             or Limited Guest role on the project, or a robot account without push).",
+            "The project or organisation in the repository path does not exist, or the account \
+             is not a member of it (Harbor answers 401 for a missing project).",
+            "An organisation or team policy limits who may push to this repository.",
         ],
         Verdict::NotPermitted(Denial::PullOnly) => &[
             "The access token is read-only (Docker Hub: a Read-only or Public Repo Read-only \
@@ -394,22 +523,24 @@ fn likely_causes(outcome: &PushOutcome) -> Vec<String> {
     };
     let mut causes: Vec<String> = causes.iter().map(|cause| cause.to_string()).collect();
 
-    if outcome.challenge_error.as_deref() == Some("invalid_token") && outcome.token.is_some() {
-        causes.insert(
-            0,
-            "The registry rejected the issued token itself (`invalid_token`): the token service \
-             and the registry disagree on issuer, service or signing certificate, or their \
-             clocks differ."
-                .to_string(),
-        );
-    }
-
     // A 401 usually means a bad password, unless the registry said outright that the scope was
-    // too small: then the missing grant is the better first guess.
-    if outcome.verdict == Verdict::InvalidCredentials && scope_was_insufficient(outcome) {
+    // too small: then the missing grant is the better first guess (when `GET /v2/` did not
+    // already show the credentials wrong).
+    if outcome.verdict == Verdict::InvalidCredentials
+        && !credentials_refused(outcome)
+        && scope_was_insufficient(outcome)
+    {
         causes.swap(0, 1);
     }
     causes
+}
+
+/// True when `GET /v2/` showed the credentials wrong.
+fn credentials_refused(outcome: &PushOutcome) -> bool {
+    matches!(
+        outcome.credentials_check,
+        Some(CredentialsCheck::Refused { .. })
+    )
 }
 
 /// True when a 401 says the account was recognised but lacks the requested access.
@@ -470,6 +601,9 @@ fn evidence(config: &ProbeConfig, outcome: &PushOutcome) -> Vec<EvidenceItem> {
     items.add_opt("response_body_excerpt", outcome.error.raw());
     items.add_opt("auth_challenge", outcome.challenge.as_deref());
     items.add_opt("retry_after", outcome.retry_after.as_deref());
+    if let Some(check) = &outcome.credentials_check {
+        credentials_check_evidence(&mut items, check);
+    }
     if let Verdict::Permitted(cancel) = &outcome.verdict {
         cancel_evidence(&mut items, cancel);
     }
@@ -510,6 +644,21 @@ fn token_evidence(items: &mut Evidence, outcome: &PushOutcome) {
     );
 }
 
+/// `credentials_verified` when `GET /v2/` told, its status, and why it did not tell.
+fn credentials_check_evidence(items: &mut Evidence, check: &CredentialsCheck) {
+    items.add_opt("credentials_verified", check.verified());
+    items.add_opt("credentials_check_status", check.status());
+    let error = match check {
+        CredentialsCheck::Accepted { .. } | CredentialsCheck::Refused { .. } => None,
+        CredentialsCheck::OpenToAnyone { .. } => {
+            Some("GET /v2/ answers without credentials too".to_string())
+        }
+        CredentialsCheck::Unexpected { status } => Some(format!("unexpected status {status}")),
+        CredentialsCheck::Unanswered { error, .. } => Some(error.to_string()),
+    };
+    items.add_opt("credentials_check_error", error);
+}
+
 fn cancel_evidence(items: &mut Evidence, cancel: &Cancel) {
     match cancel {
         Cancel::NoLocation => items.add("upload_location_host", "none"),
@@ -518,14 +667,22 @@ fn cancel_evidence(items: &mut Evidence, cancel: &Cancel) {
             items.add("upload_location_host", location.authority());
             items.add("cancel_error", DOWNGRADE_REFUSED);
         }
+        Cancel::TokenExpired { location } => {
+            items.add("upload_location_host", location.authority());
+            items.add("cancel_error", TOKEN_EXPIRED);
+        }
         Cancel::Attempted {
             location,
             credentials_sent,
+            token_renewed,
             retried_with_token,
             result,
         } => {
             items.add("upload_location_host", location.authority());
             items.add("cancel_credentials_sent", credentials_sent);
+            if *token_renewed {
+                items.add("cancel_token_renewed", true);
+            }
             if *retried_with_token {
                 items.add("cancel_retried_with_token", true);
             }
@@ -564,10 +721,15 @@ fn config_evidence(error: &ConfigError) -> Vec<EvidenceItem> {
         ConfigError::RegistryNotConfigured => {
             items.add("missing_keys", "OCI:RegistryUrl or Registry:Url")
         }
-        ConfigError::CredentialsNotConfigured => items.add(
-            "missing_keys",
-            "OCI:Username and OCI:Password, or OCI:Token",
-        ),
+        ConfigError::CredentialsNotConfigured => {
+            items.add(
+                "missing_keys",
+                "OCI:Username and OCI:Password, or OCI:Token",
+            );
+            // What the registry would have been shown; the check sends nothing anonymously,
+            // since an anonymous push grant is not what the platform relies on.
+            items.add("auth_method", AuthMethod::Anonymous.as_str());
+        }
         ConfigError::IncompleteBasicAuth { present, missing } => {
             items.add("present_key", present);
             items.add("missing_key", missing);

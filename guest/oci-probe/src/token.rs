@@ -12,8 +12,11 @@
 //! Both answer JSON with `token` and/or `access_token` and an optional `expires_in`. Which form
 //! each credential uses is documented on [`Grant`]. A partial grant is not an error: the token
 //! simply carries fewer actions, which [`Token::granted_actions`] reports when it can.
+//!
+//! A token's lifetime is read here but measured by the caller ([`crate::auth::Auth`]), whose clock
+//! tests can replace.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -77,21 +80,15 @@ pub struct Token {
     value: Secret,
     /// The answer's `scope`, when it named what was granted (OAuth2 answers do).
     granted_scope: Option<String>,
-    /// How long the token lasts, as the answer said (60 seconds when it did not).
+    /// How long the token lasts from the moment the answer arrived, as the answer said (60
+    /// seconds when it said nothing usable).
     pub expires_in: Duration,
-    /// When the answer arrived; the token expires `expires_in` later.
-    pub obtained_at: Instant,
 }
 
 impl Token {
     /// The token, for an `Authorization: Bearer` header and nothing else.
     pub fn value(&self) -> &Secret {
         &self.value
-    }
-
-    /// True once the token's lifetime has passed.
-    pub fn is_expired(&self) -> bool {
-        self.obtained_at.elapsed() >= self.expires_in
     }
 
     /// The actions granted on `repository`, from the answer's `scope` or else from the token's
@@ -261,15 +258,25 @@ fn read_answer(answer: Response, refresh_grant: bool) -> Result<Token, TokenErro
         value: Secret::new(value),
         granted_scope: text(&wire.scope),
         expires_in: expires_in(wire.expires_in.as_ref()),
-        obtained_at: Instant::now(),
     })
 }
 
+/// The lifetime an answer's `expires_in` names.
+///
+/// The token spec says an integer number of seconds, but token services differ: some send a
+/// float (`299.99`) or a string (`"300"`). Anything that is not a positive, finite number of
+/// seconds (zero, negative, `"soon"`, `1e400`) falls back to the spec's 60 seconds rather than
+/// making the token expire at once or never.
 fn expires_in(value: Option<&serde_json::Value>) -> Duration {
-    value
-        .and_then(serde_json::Value::as_u64)
-        .filter(|seconds| *seconds > 0)
-        .map_or(DEFAULT_EXPIRES_IN, Duration::from_secs)
+    let seconds = match value {
+        Some(serde_json::Value::Number(number)) => number.as_f64(),
+        Some(serde_json::Value::String(text)) => text.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    seconds
+        .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .unwrap_or(DEFAULT_EXPIRES_IN)
 }
 
 /// The actions on `repository` in a space-separated scope list such as

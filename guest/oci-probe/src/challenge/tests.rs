@@ -1,6 +1,9 @@
 //! The challenge parser against real registry headers, hand-picked edge cases and generated input.
 
+use std::time::Duration;
+
 use super::*;
+use crate::testing::{Rng, fuzz_for, garbage};
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -100,69 +103,47 @@ fn garbage_yields_no_or_partial_challenges() {
     assert_eq!(broken[0].realm(), Some("r"));
 }
 
-/// A small deterministic generator (SplitMix64): the same cases on every run and machine, so a
-/// failure reproduces, with no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-}
-
 /// Pieces that stress the grammar: delimiters, escapes, scheme names, non-ASCII and controls.
 const PIECES: &[&str] = &[
     "\"", "\\", ",", "=", " ", "\t", "Bearer", "basic", "realm", "scope", "error", "=\"", "\",",
     "a", "Z", "9", "-", ":", "/", "é", "漢", "\u{0}", "\r\n", "==", "\\\"", "token68~",
 ];
 
-fn garbage(rng: &mut Rng) -> String {
-    let length = rng.below(40);
-    (0..length)
-        .map(|_| {
-            if rng.chance(8) {
-                char::from_u32(rng.below(0x3000) as u32).map_or(String::new(), String::from)
-            } else {
-                rng.pick(PIECES).to_string()
-            }
-        })
-        .collect()
+/// Parses one generated header value and checks what any parse must satisfy.
+fn parse_garbage(rng: &mut Rng) {
+    let input = garbage(rng, PIECES, 40);
+    let challenges = parse(&input);
+
+    assert!(challenges.len() <= input.chars().count(), "{input:?}");
+    for challenge in &challenges {
+        assert!(!challenge.scheme.is_empty(), "{input:?}");
+        assert!(challenge.scheme.chars().all(is_token_char), "{input:?}");
+        assert!(
+            challenge.params.iter().all(|(name, _)| !name.is_empty()),
+            "{input:?}"
+        );
+    }
 }
 
 #[test]
 fn challenge_parser_never_panics_on_generated_input() {
+    // A fixed seed first, so the same 30 000 cases run everywhere; then new ones for a bounded
+    // time, seeded from the clock or `OCI_PROBE_FUZZ_SEED` to replay a printed failure.
     let mut rng = Rng(0x5eed_c4a1);
-
     for _ in 0..30_000 {
-        let input = garbage(&mut rng);
-        let challenges = parse(&input);
-
-        assert!(challenges.len() <= input.chars().count(), "{input:?}");
-        for challenge in &challenges {
-            assert!(!challenge.scheme.is_empty(), "{input:?}");
-            assert!(challenge.scheme.chars().all(is_token_char), "{input:?}");
-            assert!(
-                challenge.params.iter().all(|(name, _)| !name.is_empty()),
-                "{input:?}"
-            );
-        }
+        parse_garbage(&mut rng);
     }
+
+    fuzz_for(
+        "challenge parser",
+        Duration::from_millis(600),
+        2_000_000,
+        |rng| {
+            for _ in 0..50 {
+                parse_garbage(rng);
+            }
+        },
+    );
 }
 
 const SCHEMES: &[&str] = &["Basic", "Bearer", "bearer", "BASIC", "Digest", "x-Custom"];
@@ -217,21 +198,36 @@ fn random_challenge(rng: &mut Rng) -> (Challenge, String) {
     (challenge, text)
 }
 
+/// Renders one to three generated challenges, in one header or several, and parses them back.
+fn round_trip(rng: &mut Rng) {
+    let count = 1 + rng.below(3);
+    let (expected, texts): (Vec<Challenge>, Vec<String>) =
+        (0..count).map(|_| random_challenge(rng)).unzip();
+
+    let parsed = if rng.chance(2) {
+        parse(&texts.join(*rng.pick(&[", ", ",", " , "])))
+    } else {
+        parse_all(texts.iter().map(String::as_str))
+    };
+
+    assert_eq!(parsed, expected, "{texts:?}");
+}
+
 #[test]
 fn generated_well_formed_challenges_parse_back_exactly() {
     let mut rng = Rng(0xc0ff_ee00_1234);
-
     for _ in 0..20_000 {
-        let count = 1 + rng.below(3);
-        let (expected, texts): (Vec<Challenge>, Vec<String>) =
-            (0..count).map(|_| random_challenge(&mut rng)).unzip();
-
-        let parsed = if rng.chance(2) {
-            parse(&texts.join(*rng.pick(&[", ", ",", " , "])))
-        } else {
-            parse_all(texts.iter().map(String::as_str))
-        };
-
-        assert_eq!(parsed, expected, "{texts:?}");
+        round_trip(&mut rng);
     }
+
+    fuzz_for(
+        "challenge round trip",
+        Duration::from_millis(400),
+        2_000_000,
+        |rng| {
+            for _ in 0..50 {
+                round_trip(rng);
+            }
+        },
+    );
 }

@@ -395,6 +395,84 @@ fn remediation_commands_name_the_real_registry_and_repository() {
 }
 
 #[test]
+fn remediation_covers_compose_systemd_and_helm_with_vendor_hints() {
+    let (result, _) = run_basic(FakeRegistry::new().answer(403, &[], JSON_DENIED));
+
+    let [compose, systemd, helm] = result.remediation.as_slice() else {
+        panic!("one step per deployment style: {:?}", result.remediation);
+    };
+    assert!(
+        compose.title.starts_with("Docker Compose:"),
+        "{}",
+        compose.title
+    );
+    assert!(
+        compose.title.contains("OCI__PushTestRepository"),
+        "{}",
+        compose.title
+    );
+    let compose_commands = compose.commands.join("\n");
+    for expected in [
+        "docker push registry.example/stellaops/doctor-test:doctor-push-test",
+        "OCI__PushTestRepository=$OCI_PUSH_REPOSITORY\" >> .env",
+        "docker compose up -d",
+    ] {
+        assert!(
+            compose_commands.contains(expected),
+            "{expected}: {compose_commands}"
+        );
+    }
+
+    assert!(
+        systemd.title.starts_with("Bare metal / systemd:"),
+        "{}",
+        systemd.title
+    );
+    assert!(systemd.title.contains("202 Accepted"), "{}", systemd.title);
+    assert!(
+        systemd
+            .commands
+            .iter()
+            .any(|c| c.starts_with("sudo systemctl restart ")),
+        "{:?}",
+        systemd.commands
+    );
+
+    assert!(
+        helm.title.starts_with("Kubernetes / Helm:"),
+        "{}",
+        helm.title
+    );
+    let helm_commands = helm.commands.join("\n");
+    for expected in [
+        "--set oci.pushTestRepository=stellaops/doctor-test",
+        "--set oci.existingSecret=",
+        "helm upgrade ",
+    ] {
+        assert!(
+            helm_commands.contains(expected),
+            "{expected}: {helm_commands}"
+        );
+    }
+
+    // A registry the check does not recognise gets the grant advice of each common vendor.
+    for hint in [
+        "Harbor: Developer role",
+        "ecr:InitiateLayerUpload",
+        "GitLab: Developer",
+    ] {
+        assert!(compose.title.contains(hint), "{hint}: {}", compose.title);
+    }
+    for step in &result.remediation {
+        let last = step.commands.last().map(String::as_str);
+        assert_eq!(
+            last,
+            Some("stella-doctor run --check check.integration.oci.push")
+        );
+    }
+}
+
+#[test]
 fn missing_credentials_skip_naming_the_keys_and_send_nothing() {
     let settings = settings(&[("OCI:Username", ""), ("OCI:Password", "")]);
 
@@ -636,7 +714,8 @@ fn read_only_access_token_refused_a_push_scope_fails_with_no_push_permission() {
     let text = lower(&result);
     assert!(text.contains("do not permit push"), "{text}");
     assert!(!text.contains("invalid credentials"), "{text}");
-    assert_eq!(result.evidence_value("granted_actions"), Some("pull"));
+    // The pull token is opaque: it proves the account exists, not which actions it carries.
+    assert_eq!(result.evidence_value("granted_actions"), None);
 }
 
 #[test]
@@ -655,6 +734,21 @@ fn forbidden_after_a_token_fails_with_no_push_permission() {
         result.evidence_value("granted_actions"),
         None,
         "an opaque token tells nothing"
+    );
+}
+
+#[test]
+fn an_issued_token_echoed_by_the_registry_is_masked() {
+    let echo = r#"{"errors":[{"code":"DENIED","message":"token echoed-token-77 may not push"}]}"#;
+    let registry = challenged(200, &token_answer("echoed-token-77")).answer(403, &[], echo);
+
+    let (result, _) = run_basic(registry);
+
+    let json = serde_json::to_string(&result).unwrap();
+    assert!(!json.contains("echoed-token-77"), "{json}");
+    assert_eq!(
+        result.evidence_value("error_message"),
+        Some("token *** may not push")
     );
 }
 

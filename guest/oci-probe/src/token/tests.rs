@@ -70,9 +70,62 @@ fn access_token_wins_and_expiry_defaults_to_sixty_seconds() {
 
     assert_eq!(first.value().expose(), "new");
     assert_eq!(first.expires_in, Duration::from_secs(300));
-    assert!(!first.is_expired());
     assert_eq!(second.value().expose(), "only");
     assert_eq!(second.expires_in, Duration::from_secs(60));
+}
+
+#[test]
+fn expires_in_is_read_from_integers_floats_and_strings() {
+    let cases = [
+        ("300", Duration::from_secs(300)),
+        ("299.5", Duration::from_millis(299_500)),
+        (r#""120""#, Duration::from_secs(120)),
+        (r#"" 45 ""#, Duration::from_secs(45)),
+        (r#""7.25""#, Duration::from_millis(7_250)),
+    ];
+    for (value, expected) in cases {
+        let body = format!(r#"{{"token":"t","expires_in":{value}}}"#);
+        let mut registry = FakeRegistry::new().answer(200, &[], &body);
+        let secret = password();
+
+        let token = fetch_with(&mut registry, password_grant(&secret)).unwrap();
+
+        assert_eq!(token.expires_in, expected, "expires_in {value}");
+    }
+}
+
+#[test]
+fn unusable_expires_in_falls_back_to_sixty_seconds_and_keeps_the_token() {
+    let values = [
+        "0",
+        "-5",
+        "-0.5",
+        "1e300",
+        "null",
+        "true",
+        "[]",
+        "{}",
+        r#""""#,
+        r#""soon""#,
+        r#""NaN""#,
+        r#""inf""#,
+        r#""1e400""#,
+    ];
+    for value in values {
+        let body = format!(r#"{{"token":"t","expires_in":{value}}}"#);
+        let mut registry = FakeRegistry::new().answer(200, &[], &body);
+        let secret = password();
+
+        let token = fetch_with(&mut registry, password_grant(&secret))
+            .unwrap_or_else(|error| panic!("expires_in {value}: {error:?}"));
+
+        assert_eq!(token.value().expose(), "t", "expires_in {value}");
+        assert_eq!(
+            token.expires_in,
+            Duration::from_secs(60),
+            "expires_in {value}"
+        );
+    }
 }
 
 #[test]
