@@ -43,7 +43,7 @@ use stella_doctor::engine::{Allocation, DoctorEngine};
 use stella_doctor::limits::Limits;
 use stella_doctor::loader::{self, LoadError, Plugins};
 use stella_doctor::model::Severity;
-use stella_doctor::redact::Redactor;
+use stella_doctor::redact::{LogSecrets, Redactor};
 use stella_doctor::report::{self, RunReport, Style};
 use stella_doctor::runner::{self, RunOptions, Selection};
 use stella_doctor::service::{self, cache, trust};
@@ -199,6 +199,9 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr: `warn` by default, `debug` for this crate with `--verbose`, or `RUST_LOG`.
+///
+/// Every line passes [`LogSecrets`] first, which learns the secrets as the configuration and the
+/// checks become known.
 fn init_logging(verbose: bool) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
@@ -207,7 +210,7 @@ fn init_logging(verbose: bool) {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(LogSecrets::global().writer(std::io::stderr))
         .with_ansi(std::io::stderr().is_terminal() && !no_color())
         .with_target(false)
         .init();
@@ -222,6 +225,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let env = std::env::vars_os()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
     let settings = Settings::layered(env, cli.config.as_deref(), &cli.set)?;
+    LogSecrets::global().protect(&Redactor::new(settings.secret_values([])));
     match &cli.command {
         Command::Keygen { out } => return keygen(out),
         Command::Sign { key, file } => {
@@ -393,7 +397,8 @@ fn keygen(out: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A redactor for the configured secrets, including keys any loaded check declares secret.
+/// A redactor for the configured secrets, including keys any loaded check declares secret; the
+/// log writer learns them too.
 fn redactor_for(settings: &Settings, plugins: &Plugins) -> Redactor {
     let declared = plugins
         .checks
@@ -401,7 +406,9 @@ fn redactor_for(settings: &Settings, plugins: &Plugins) -> Redactor {
         .flat_map(|check| &check.metadata.config_keys)
         .filter(|key| key.secret)
         .map(|key| key.name.as_str());
-    Redactor::new(settings.secret_values(declared))
+    let redactor = Redactor::new(settings.secret_values(declared));
+    LogSecrets::global().protect(&redactor);
+    redactor
 }
 
 /// Load errors can quote what a component returned, so they are redacted like results.

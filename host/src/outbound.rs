@@ -1024,6 +1024,54 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn credentials_in_the_clear_to_a_remote_host_are_recorded() {
+        let (hooks, incidents) = hooks("http://registry.example", true, Limits::default());
+        let origin = Origin::parse("http://registry.example").unwrap();
+        let with_auth = |uri: &str, auth: bool| {
+            let mut request = http::Request::builder().uri(uri);
+            if auth {
+                request = request.header(AUTHORIZATION, "Basic dTpw");
+            }
+            let body = http_body_util::Empty::new().map_err(|e| match e {});
+            request.body(body.boxed_unsync()).unwrap()
+        };
+        // Documentation addresses (RFC 5737): nothing is sent, only the decision is made.
+        let remote: SocketAddr = "192.0.2.10:80".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:80".parse().unwrap();
+
+        hooks.client.warn_if_insecure(
+            &origin,
+            &with_auth("http://registry.example/", false),
+            remote,
+        );
+        hooks.client.warn_if_insecure(
+            &origin,
+            &with_auth("http://registry.example/", true),
+            loopback,
+        );
+        let https = Origin::parse("https://registry.example").unwrap();
+        hooks.client.warn_if_insecure(
+            &https,
+            &with_auth("https://registry.example/", true),
+            remote,
+        );
+        assert!(incidents.snapshot().insecure_transport.is_empty());
+
+        hooks.client.warn_if_insecure(
+            &origin,
+            &with_auth("http://registry.example/", true),
+            remote,
+        );
+        let warnings = incidents.snapshot().insecure_transport;
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("http://registry.example") && warnings[0].contains("192.0.2.10"),
+            "{warnings:?}"
+        );
+        assert!(!warnings[0].contains("dTpw"), "{warnings:?}");
+    }
+
     #[test]
     fn authorities_bracket_ipv6_hosts() {
         let origin = Origin::parse("https://[::1]:8443").unwrap();

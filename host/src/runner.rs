@@ -165,7 +165,7 @@ async fn run_one(
         .unwrap_or(Err(Failure::Deadline));
 
     let state = store.data();
-    let output = state.output();
+    let output = state.output(redactor);
     let mut result = match outcome {
         Ok(result) => result,
         Err(failure) => {
@@ -320,6 +320,8 @@ fn panic_message(stderr: &str) -> Option<String> {
 }
 
 /// Redacts and packages a result; the one place results pass before they are reported.
+///
+/// `stdout` and `stderr` come redacted already: only the sandbox knows where a limit cut them.
 fn finish(
     check: &LoadedCheck,
     mut result: CheckResult,
@@ -335,8 +337,8 @@ fn finish(
         component: check.component.clone(),
         result,
         duration,
-        stdout: redactor.text(&stdout),
-        stderr: redactor.text(&stderr),
+        stdout,
+        stderr,
     }
 }
 

@@ -29,6 +29,7 @@ use crate::limits::{
 use crate::model::ConfigKey;
 use crate::outbound::{OutboundHooks, OutboundPolicy};
 use crate::policy::Allowlist;
+use crate::redact::Redactor;
 use crate::tls::TlsSettings;
 
 /// Everything the host gives one run of one check.
@@ -126,9 +127,10 @@ impl SandboxState {
         self.incidents.snapshot()
     }
 
-    /// What the check wrote to stdout and stderr, lossily decoded.
-    pub fn output(&self) -> (String, String) {
-        (self.stdout.text(), self.stderr.text())
+    /// What the check wrote to stdout and stderr, lossily decoded, with `redactor`'s secrets
+    /// masked.
+    pub fn output(&self, redactor: &Redactor) -> (String, String) {
+        (self.stdout.text(redactor), self.stderr.text(redactor))
     }
 }
 
@@ -353,15 +355,18 @@ impl CapturedOutput {
         }
     }
 
-    fn text(&self) -> String {
+    /// The captured bytes, redacted; when the limit cut the output, a secret the cut went
+    /// through leaves no beginning behind either.
+    fn text(&self, redactor: &Redactor) -> String {
         let captured = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut text = String::from_utf8_lossy(&captured.bytes).into_owned();
-        if captured.truncated {
-            text.push_str(&format!(
-                "\n[output truncated after {} bytes; `{OUTPUT_KEY}` keeps more]\n",
-                captured.capacity
-            ));
+        if !captured.truncated {
+            return redactor.text(&String::from_utf8_lossy(&captured.bytes));
         }
+        let mut text = redactor.cut_off(&captured.bytes);
+        text.push_str(&format!(
+            "\n[output truncated after {} bytes; `{OUTPUT_KEY}` keeps more]\n",
+            captured.capacity
+        ));
         text
     }
 
@@ -482,10 +487,24 @@ mod tests {
         let written = Pin::new(&mut writer).poll_write(&mut cx, b"abcdef");
         assert!(matches!(written, Poll::Ready(Ok(6))));
         assert_eq!(
-            output.text(),
+            output.text(&Redactor::default()),
             "abcd\n[output truncated after 4 bytes; `Doctor:Limits:OutputBytes` keeps more]\n"
         );
         assert!(output.truncated());
+    }
+
+    #[test]
+    fn captured_output_masks_a_secret_the_limit_cut_in_two() {
+        let output = CapturedOutput::new(8);
+        let mut writer = output.clone();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let _ = Pin::new(&mut writer).poll_write(&mut cx, b"key=hunter2\n");
+        let redactor = Redactor::new(["hunter2".to_string()]);
+
+        let text = output.text(&redactor);
+
+        assert!(text.starts_with("key=***\n[output truncated"), "{text:?}");
     }
 
     #[test]

