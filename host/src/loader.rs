@@ -207,7 +207,11 @@ pub fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn into_loaded(inspection: Inspection, path: &Path) -> Result<LoadedCheck, String> {
+/// The check an [`inspect_with`] of `path` found, or why it does not load.
+///
+/// For callers that need the inspection's digest of the bytes it read, whatever the outcome
+/// (the service records the digest of a refused update).
+pub fn into_loaded(inspection: Inspection, path: &Path) -> Result<LoadedCheck, String> {
     if !inspection.problems.is_empty() {
         return Err(inspection.problems.join("; "));
     }

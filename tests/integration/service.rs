@@ -461,6 +461,84 @@ fn a_half_written_file_is_never_served() {
     assert_eq!(run_well(&server), new);
 }
 
+#[test]
+fn a_renamed_component_keeps_its_check_serving() {
+    let plugins = plugins_dir(&["well-behaved-check"]);
+    let digest = digest_of(&plugins.path().join(WELL_FILE));
+    let server = Serve::new(plugins.path()).start();
+
+    fs::rename(
+        plugins.path().join(WELL_FILE),
+        plugins.path().join("renamed.wasm"),
+    )
+    .unwrap();
+
+    server.wait_for("the renamed file to serve", SWAP_LIMIT, |s| {
+        s.check(WELL)
+            .is_some_and(|c| c["component"] == "renamed.wasm")
+    });
+    let checks = server.checks();
+    assert_eq!(checks["errors"], serde_json::json!([]), "{checks:#}");
+    assert_eq!(run_well(&server), digest);
+}
+
+#[test]
+fn a_duplicate_check_id_is_refused_then_takes_over_when_the_original_goes() {
+    let plugins = plugins_dir(&["well-behaved-check"]);
+    let original = digest_of(&plugins.path().join(WELL_FILE));
+    let duplicate = rebuilt_well_behaved("a second file with the same id");
+    let server = Serve::new(plugins.path()).start();
+
+    replace_atomically(&plugins.path().join("duplicate.wasm"), &duplicate);
+    server.wait_for("the duplicate to be refused", SWAP_LIMIT, |s| {
+        s.checks()["errors"]
+            .as_array()
+            .is_some_and(|errors| errors.iter().any(|e| e["file"] == "duplicate.wasm"))
+    });
+    let error = error_for(&server.checks(), "duplicate.wasm");
+    assert!(error.contains(WELL_FILE), "names the other file: {error}");
+    assert_eq!(run_well(&server), original, "the original keeps serving");
+
+    fs::remove_file(plugins.path().join(WELL_FILE)).unwrap();
+    let new = sha256_hex(&duplicate);
+    server.wait_for("the duplicate to take over", SWAP_LIMIT, |s| {
+        s.check(WELL)
+            .is_some_and(|c| c["component"] == "duplicate.wasm" && c["status"] == "loaded")
+    });
+    assert_eq!(run_well(&server), new);
+}
+
+#[test]
+fn a_replacement_that_keeps_size_and_modification_time_is_picked_up() {
+    let plugins = plugins_dir(&["well-behaved-check"]);
+    let path = plugins.path().join(WELL_FILE);
+    let first = rebuilt_well_behaved("same size, same mtime 1");
+    let second = rebuilt_well_behaved("same size, same mtime 2");
+    assert_eq!(first.len(), second.len());
+    replace_atomically(&path, &first);
+    let server = Serve::new(plugins.path()).start();
+    assert_eq!(run_well(&server), sha256_hex(&first));
+    let before = fs::metadata(&path).unwrap();
+
+    // What `cp -p`, `rsync -t` or `tar x` leave: other bytes, the same length, the same
+    // modification time.
+    let mut file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all(&second).unwrap();
+    file.set_modified(before.modified().unwrap()).unwrap();
+    drop(file);
+    let after = fs::metadata(&path).unwrap();
+    assert_eq!(
+        (after.len(), after.modified().unwrap()),
+        (before.len(), before.modified().unwrap())
+    );
+
+    let new = sha256_hex(&second);
+    server.wait_for("the replacement", SWAP_LIMIT, |s| {
+        s.check(WELL).is_some_and(|c| c["digest"] == new.as_str())
+    });
+    assert_eq!(run_well(&server), new);
+}
+
 /// `stella-doctor keygen` into `dir`; returns the private key path and the
 /// public key text.
 fn keygen(dir: &Path) -> (std::path::PathBuf, String) {

@@ -26,12 +26,12 @@ use tracing::{debug, warn};
 use crate::config::{Settings, parse_duration};
 use crate::engine::DoctorEngine;
 use crate::loader::{LoadCounters, LoadError, LoadedCheck};
-use crate::redact::Redactor;
+use crate::redact::{LogSecrets, Redactor};
 use crate::report::{self, Provenance, RunReport};
 use crate::runner::{self, RunOptions, Selection};
 use crate::service::metrics::{Gauges, Metrics};
 use crate::service::registry::{Registry, Snapshot};
-use crate::service::{MAX_RUNS_KEY, TOKEN_KEY};
+use crate::service::{MAX_PARALLEL_KEY, MAX_RUNS_KEY, MAX_TIMEOUT_KEY, TOKEN_KEY};
 
 /// The largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -39,8 +39,14 @@ const MAX_BODY: usize = 64 * 1024;
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a client may take to send a run request's body, once its headers are in.
+///
+/// The body is read before a run slot is taken, so a client that stalls holds a connection,
+/// never one of the `Doctor:Api:MaxConcurrentRuns` slots; this bounds how long it holds that.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Checks run at once within one request when it sets no `parallel` (the CLI's default).
-const DEFAULT_PARALLEL: u16 = 4;
+const DEFAULT_PARALLEL: usize = 4;
 
 /// The API token, kept only as its SHA-256.
 ///
@@ -82,6 +88,10 @@ pub struct ApiConfig {
     pub token: Option<ApiToken>,
     /// How many run requests execute at once.
     pub max_runs: usize,
+    /// The largest `parallel` a run request may ask for.
+    pub max_parallel: usize,
+    /// The longest `timeout` a run request may ask for.
+    pub max_timeout: Duration,
     /// Limits and TLS settings from configuration, as the CLI applies them.
     pub run_options: RunOptions,
 }
@@ -315,32 +325,13 @@ struct RunRequest {
 }
 
 /// `POST /api/v1/doctor/run`: runs the selected checks of the current snapshot.
+///
+/// The body is read and checked before a run slot is taken: a slot is held only while checks
+/// run, never while a client is still sending.
 async fn run(state: &ApiState, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let Ok(_permit) = state.runs.clone().try_acquire_owned() else {
-        state
-            .config
-            .metrics
-            .runs_throttled
-            .fetch_add(1, Ordering::Relaxed);
-        let body = json!({
-            "error": format!("{} runs are already in progress, the most `{MAX_RUNS_KEY}` allows; retry shortly", state.config.max_runs),
-            "maxConcurrentRuns": state.config.max_runs,
-        });
-        let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, http::HeaderValue::from_static("1"));
-        return response;
-    };
-
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is unreadable or larger than {MAX_BODY} bytes"),
-            );
-        }
+    let body = match read_body(request).await {
+        Ok(body) => body,
+        Err(response) => return *response,
     };
     let run_request: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RunRequest::default()
@@ -357,9 +348,32 @@ async fn run(state: &ApiState, request: Request<Incoming>) -> Response<Full<Byte
             }
         }
     };
-    let options = match run_options(&run_request, &state.config.run_options) {
+    let config = &state.config;
+    let options = match run_options(
+        &run_request,
+        &config.run_options,
+        config.max_parallel,
+        config.max_timeout,
+    ) {
         Ok(options) => options,
         Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
+    };
+
+    let Ok(_permit) = state.runs.clone().try_acquire_owned() else {
+        state
+            .config
+            .metrics
+            .runs_throttled
+            .fetch_add(1, Ordering::Relaxed);
+        let body = json!({
+            "error": format!("{} runs are already in progress, the most `{MAX_RUNS_KEY}` allows; retry shortly", state.config.max_runs),
+            "maxConcurrentRuns": state.config.max_runs,
+        });
+        let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, &body);
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, http::HeaderValue::from_static("1"));
+        return response;
     };
 
     // Everything below uses this snapshot: a swap now does not change what this run executes.
@@ -421,18 +435,79 @@ async fn run(state: &ApiState, request: Request<Incoming>) -> Response<Full<Byte
     )
 }
 
-/// The configured run options with what the request asks for, defaulting like the CLI.
-fn run_options(request: &RunRequest, configured: &RunOptions) -> Result<RunOptions, String> {
-    let parallel = request.parallel.unwrap_or(DEFAULT_PARALLEL);
-    if !(1..=64).contains(&parallel) {
+/// A run request's body: at most [`MAX_BODY`] bytes, within [`BODY_TIMEOUT`].
+///
+/// The error is the answer: 408 for a body that stalls, 413 for one too large, 400 for one that
+/// cannot be read (a broken chunked encoding, a connection closed halfway). Each closes the
+/// connection, whose unread rest cannot be told from a next request.
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, Box<Response<Full<Bytes>>>> {
+    let body = request.into_body();
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than {MAX_BODY} bytes; a run request is a small JSON object such as {{\"checks\":[\"check.integration.oci.push\"]}}"
+            ),
+        )
+    };
+    // A `Content-Length` beyond the bound is refused before a byte of the body is waited for.
+    let declared = hyper::body::Body::size_hint(&body).lower();
+    let (status, message) = if declared > MAX_BODY as u64 {
+        too_large()
+    } else {
+        let collect = Limited::new(body, MAX_BODY).collect();
+        match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+            Ok(Ok(body)) => return Ok(body.to_bytes()),
+            Err(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {}s; send the whole body with the headers",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            ),
+            Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => too_large(),
+            Ok(Err(err)) => (
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {err}"),
+            ),
+        }
+    };
+    debug!(%status, "run request refused before it ran: {message}");
+    let mut response = error(status, message);
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    Err(Box::new(response))
+}
+
+/// The configured run options with what the request asks for, defaulting like the CLI, within
+/// the bounds the operator set for API callers.
+fn run_options(
+    request: &RunRequest,
+    configured: &RunOptions,
+    max_parallel: usize,
+    max_timeout: Duration,
+) -> Result<RunOptions, String> {
+    let parallel = request
+        .parallel
+        .map_or(DEFAULT_PARALLEL.min(max_parallel), usize::from);
+    if !(1..=max_parallel).contains(&parallel) {
         return Err(format!(
-            "`parallel` must be between 1 and 64, got {parallel}"
+            "`parallel` must be between 1 and {max_parallel}, the most `{MAX_PARALLEL_KEY}` allows; got {parallel}"
         ));
     }
     let mut options = configured.clone();
-    options.parallel = usize::from(parallel);
+    options.parallel = parallel;
     if let Some(text) = &request.timeout {
-        options = options.with_timeout(parse_duration(text)?);
+        let timeout = parse_duration(text).map_err(|problem| format!("`timeout`: {problem}"))?;
+        if timeout > max_timeout {
+            return Err(format!(
+                "`timeout` {text:?} is longer than the {}s `{MAX_TIMEOUT_KEY}` allows; ask for at most that, or have the operator raise `{MAX_TIMEOUT_KEY}`",
+                max_timeout.as_secs()
+            ));
+        }
+        options = options.with_timeout(timeout);
     }
     Ok(options)
 }
@@ -458,7 +533,8 @@ fn provenance(selected: &[LoadedCheck], snapshot: &Snapshot) -> Provenance {
     }
 }
 
-/// A redactor for the configured secrets and the keys any serving check declares secret.
+/// A redactor for the configured secrets and the keys any serving check declares secret; the
+/// log writer learns them too.
 fn redactor(settings: &Settings, snapshot: &Snapshot) -> Redactor {
     let checks = snapshot.checks();
     let declared = checks
@@ -466,7 +542,9 @@ fn redactor(settings: &Settings, snapshot: &Snapshot) -> Redactor {
         .flat_map(|check| &check.metadata.config_keys)
         .filter(|key| key.secret)
         .map(|key| key.name.as_str());
-    Redactor::new(settings.secret_values(declared))
+    let redactor = Redactor::new(settings.secret_values(declared));
+    LogSecrets::global().protect(&redactor);
+    redactor
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
@@ -552,13 +630,44 @@ mod tests {
         let request: RunRequest =
             serde_json::from_str(r#"{"checks":["a"],"tags":["oci"],"plugin":"p"}"#).unwrap();
         let configured = RunOptions::from_settings(&Settings::default()).unwrap();
-        let options = run_options(&request, &configured).unwrap();
+        let max = Duration::from_secs(30);
+        let options = run_options(&request, &configured, 16, max).unwrap();
         assert_eq!(options.parallel, 4);
         assert!(serde_json::from_str::<RunRequest>(r#"{"check":["a"]}"#).is_err());
         let bad = RunRequest {
             timeout: Some("soon".into()),
             ..RunRequest::default()
         };
-        assert!(run_options(&bad, &configured).is_err());
+        assert!(run_options(&bad, &configured, 16, max).is_err());
+    }
+
+    #[test]
+    fn run_requests_stay_within_the_operators_bounds() {
+        let configured = RunOptions::from_settings(&Settings::default()).unwrap();
+        let max = Duration::from_secs(30);
+        let asking = |timeout: &str, parallel: u16| RunRequest {
+            timeout: Some(timeout.into()),
+            parallel: Some(parallel),
+            ..RunRequest::default()
+        };
+
+        let at_the_bounds = run_options(&asking("30s", 16), &configured, 16, max).unwrap();
+        assert_eq!(at_the_bounds.limits.timeout, max);
+        assert_eq!(at_the_bounds.parallel, 16);
+
+        let refused = |request: &RunRequest, max_parallel: usize| {
+            run_options(request, &configured, max_parallel, max)
+                .err()
+                .expect("refused")
+        };
+        let long = refused(&asking("24h", 4), 16);
+        assert!(long.contains(MAX_TIMEOUT_KEY), "{long}");
+        let wide = refused(&asking("1s", 17), 16);
+        assert!(wide.contains(MAX_PARALLEL_KEY), "{wide}");
+        assert!(run_options(&asking("1s", 0), &configured, 16, max).is_err());
+
+        // A request that names no parallelism never exceeds a bound below the default.
+        let narrow = run_options(&RunRequest::default(), &configured, 2, max).unwrap();
+        assert_eq!(narrow.parallel, 2);
     }
 }

@@ -24,6 +24,7 @@ pub mod watch;
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tracing::{info, warn};
@@ -50,6 +51,21 @@ pub const LISTEN_KEY: &str = "Doctor:Api:Listen";
 /// How many run requests execute at once when [`MAX_RUNS_KEY`] is not set.
 pub const DEFAULT_MAX_RUNS: usize = 8;
 
+/// The configuration key bounding the `parallel` a run request may ask for.
+pub const MAX_PARALLEL_KEY: &str = "Doctor:Api:MaxParallel";
+
+/// The largest `parallel` a run request may ask for when [`MAX_PARALLEL_KEY`] is not set.
+pub const DEFAULT_MAX_PARALLEL: usize = 16;
+
+/// The most [`MAX_PARALLEL_KEY`] may be set to.
+pub const MAX_PARALLEL_LIMIT: usize = 64;
+
+/// The configuration key bounding the `timeout` a run request may ask for, in seconds.
+///
+/// When it is not set, the bound is the configured deadline (`Doctor:Limits:TimeoutSeconds`):
+/// a caller may shorten a run, not make it hold its slot longer than the operator chose.
+pub const MAX_TIMEOUT_KEY: &str = "Doctor:Api:MaxTimeoutSeconds";
+
 /// What `serve` needs besides the configuration.
 pub struct ServeOptions {
     /// The plugins folder to load and watch.
@@ -66,18 +82,28 @@ pub struct ServeOptions {
 /// says `on-demand`.
 ///
 /// The service instantiates the same components again and again, so a pooled slot makes each
-/// instantiation a reset instead of fresh mappings. The pool has room for every permitted run
-/// (`Doctor:Api:MaxConcurrentRuns`) with the default parallelism of each, and at least
-/// [`DEFAULT_POOLED_RUNS`].
+/// instantiation a reset instead of fresh mappings. The pool is sized by [`pooled_runs`].
 pub fn engine(settings: &Settings) -> anyhow::Result<DoctorEngine> {
     let run_options = crate::runner::RunOptions::from_settings(settings)?;
-    let runs = max_runs(settings)?.saturating_mul(run_options.parallel);
-    let runs = u32::try_from(runs).unwrap_or(u32::MAX);
+    let runs = pooled_runs(settings)?;
     let pooled = Allocation::Pooling {
         runs: runs.max(DEFAULT_POOLED_RUNS),
     };
     let allocation = Allocation::from_settings(settings, pooled, runs)?;
     DoctorEngine::with_allocation(allocation, &run_options.limits)
+}
+
+/// How many instances the service may have at once: every permitted run request
+/// ([`MAX_RUNS_KEY`]) at the largest parallelism one may ask for ([`MAX_PARALLEL_KEY`]), plus
+/// the one the folder watcher instantiates to read a new component's `metadata()`.
+///
+/// With a pool this large no combination of accepted requests can find it full; a request
+/// beyond either bound is refused (429 or 400) before it instantiates anything.
+pub fn pooled_runs(settings: &Settings) -> Result<u32, ConfigError> {
+    let runs = max_runs(settings)?
+        .saturating_mul(max_parallel(settings)?)
+        .saturating_add(1);
+    Ok(u32::try_from(runs).unwrap_or(u32::MAX))
 }
 
 /// Checks the address and token, loads the plugins folder, then serves until the process ends.
@@ -103,9 +129,11 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         }
         info!("no `{TOKEN_KEY}` set; the API is open to local callers only");
     }
-    let max_runs = max_runs(&settings)?;
     // Read once, before anything loads, so a bad limit is a configuration error at start.
+    let max_runs = max_runs(&settings)?;
+    let max_parallel = max_parallel(&settings)?;
     let run_options = crate::runner::RunOptions::from_settings(&settings)?;
+    let max_timeout = max_timeout(&settings, run_options.limits.timeout)?;
 
     let engine = options.engine.clone();
     let metrics = Arc::new(metrics::Metrics::default());
@@ -127,6 +155,8 @@ pub async fn serve(settings: Settings, options: ServeOptions) -> anyhow::Result<
         counters: options.load.counters.clone(),
         token,
         max_runs,
+        max_parallel,
+        max_timeout,
         run_options,
     }));
     let listener = bind(&addresses).await?;
@@ -210,6 +240,33 @@ pub fn max_runs(settings: &Settings) -> Result<usize, ConfigError> {
     }
 }
 
+/// The bound configured under [`MAX_PARALLEL_KEY`].
+pub fn max_parallel(settings: &Settings) -> Result<usize, ConfigError> {
+    let Some(text) = settings.get(MAX_PARALLEL_KEY) else {
+        return Ok(DEFAULT_MAX_PARALLEL);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_PARALLEL_LIMIT).contains(&n) => Ok(n),
+        _ => Err(ConfigError::new(format!(
+            "`{MAX_PARALLEL_KEY}` must be a whole number between 1 and {MAX_PARALLEL_LIMIT}, got {text:?}"
+        ))),
+    }
+}
+
+/// The bound configured under [`MAX_TIMEOUT_KEY`], else `configured`, the deadline runs get
+/// when they ask for none.
+pub fn max_timeout(settings: &Settings, configured: Duration) -> Result<Duration, ConfigError> {
+    let Some(text) = settings.get(MAX_TIMEOUT_KEY) else {
+        return Ok(configured);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(n) if (1..=86_400).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(ConfigError::new(format!(
+            "`{MAX_TIMEOUT_KEY}` must be a whole number of seconds between 1 and 86400, got {text:?}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +300,34 @@ mod tests {
         assert_eq!(max_runs(&settings), Ok(2));
         settings.set(MAX_RUNS_KEY, "0");
         assert!(max_runs(&settings).is_err());
+    }
+
+    #[test]
+    fn the_pool_holds_every_instance_accepted_requests_can_ask_for() {
+        let mut settings = Settings::default();
+        assert_eq!(
+            pooled_runs(&settings),
+            Ok((DEFAULT_MAX_RUNS * DEFAULT_MAX_PARALLEL + 1) as u32)
+        );
+        settings.set(MAX_RUNS_KEY, "300");
+        settings.set(MAX_PARALLEL_KEY, "64");
+        assert_eq!(pooled_runs(&settings), Ok(300 * 64 + 1));
+        settings.set(MAX_PARALLEL_KEY, "65");
+        assert!(pooled_runs(&settings).is_err());
+    }
+
+    #[test]
+    fn the_timeout_bound_defaults_to_the_configured_deadline() {
+        let mut settings = Settings::default();
+        let configured = Duration::from_secs(30);
+        assert_eq!(max_timeout(&settings, configured), Ok(configured));
+        settings.set(MAX_TIMEOUT_KEY, "120");
+        assert_eq!(
+            max_timeout(&settings, configured),
+            Ok(Duration::from_secs(120))
+        );
+        settings.set(MAX_TIMEOUT_KEY, "24h");
+        let err = max_timeout(&settings, configured).unwrap_err().to_string();
+        assert!(err.contains(MAX_TIMEOUT_KEY), "{err}");
     }
 }

@@ -59,6 +59,11 @@ pub struct FileState {
     pub active: Option<Active>,
     /// The newest content of the file did not load; `None` once a later version loads.
     pub rejected: Option<Rejection>,
+    /// The newest content, valid but refused because another file serves its check id. It is
+    /// kept ready so that it serves as soon as that id is free, without the file changing again
+    /// (a rename `a.wasm` → `b.wasm` is seen as `b.wasm` added and `a.wasm` removed, in either
+    /// order).
+    pub waiting: Option<LoadedCheck>,
 }
 
 /// One consistent view of every component file; never changed once published.
@@ -128,19 +133,24 @@ impl Registry {
     }
 
     /// Applies what loading `file` produced and publishes the result atomically.
+    ///
+    /// A check id freed by this change (its file removed, or changed to declare another id) is
+    /// taken over in the same snapshot by the first file, by name, that was waiting for it.
     pub fn apply(&self, file: &str, outcome: Outcome) {
         let _updating = self.updating.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = (*self.snapshot()).clone();
         next.generation += 1;
 
-        let changed = match outcome {
-            Outcome::Loaded(check) => match conflicting_file(&next, file, &check) {
+        let mut changed = match outcome {
+            Outcome::Loaded(check) => match conflicting_file(&next, file, &check.metadata.id) {
                 Some(other) => {
                     let error = format!(
                         "declares check id `{}`, which `{other}` already provides; remove one of the two files",
                         check.metadata.id
                     );
-                    self.reject(&mut next, file, Some(check.digest.clone()), error)
+                    self.reject(&mut next, file, Some(check.digest.clone()), error);
+                    next.files.entry(file.to_string()).or_default().waiting = Some(*check);
+                    true
                 }
                 None => self.accept(&mut next, file, *check),
             },
@@ -154,14 +164,47 @@ impl Registry {
                 removed.is_some()
             }
         };
+        changed |= self.promote_waiting(&mut next);
 
         if changed {
             *self.published.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         }
     }
 
+    /// Serves every waiting version whose check id no other file serves any more.
+    ///
+    /// Promoting one can free another id (a file whose waiting version declares a new id gives
+    /// up its old one), so this repeats until nothing changes; each round consumes a waiting
+    /// version, so it ends after at most one round per file. Files are taken in name order,
+    /// the order a start loads them in, so the outcome does not depend on event order.
+    fn promote_waiting(&self, next: &mut Snapshot) -> bool {
+        let mut promoted = false;
+        loop {
+            let free = next.files.iter().find_map(|(file, state)| {
+                let waiting = state.waiting.as_ref()?;
+                conflicting_file(next, file, &waiting.metadata.id)
+                    .is_none()
+                    .then(|| file.clone())
+            });
+            let Some(file) = free else {
+                return promoted;
+            };
+            let Some(check) = next
+                .files
+                .get_mut(&file)
+                .and_then(|state| state.waiting.take())
+            else {
+                return promoted;
+            };
+            info!(component = %file, check = %check.metadata.id, "no other file provides this check id any more; this file now serves it");
+            self.accept(next, &file, check);
+            promoted = true;
+        }
+    }
+
     fn accept(&self, next: &mut Snapshot, file: &str, check: LoadedCheck) -> bool {
         let state = next.files.entry(file.to_string()).or_default();
+        state.waiting = None;
         let had_rejection = state.rejected.take().is_some();
         let revision = match &state.active {
             // The same bytes again (a touch, or a bad update reverted): nothing to swap.
@@ -193,6 +236,8 @@ impl Registry {
         error: String,
     ) -> bool {
         let state = next.files.entry(file.to_string()).or_default();
+        // Whatever was waiting is older than the content just refused.
+        state.waiting = None;
         self.metrics.load_errors.fetch_add(1, Ordering::Relaxed);
         match &state.active {
             Some(active) => {
@@ -214,16 +259,10 @@ impl Registry {
     }
 }
 
-/// Another file whose serving check has the same id as `check`.
-fn conflicting_file(snapshot: &Snapshot, file: &str, check: &LoadedCheck) -> Option<String> {
+/// Another file whose serving check has the id `id` (compared ignoring case, as selection does).
+fn conflicting_file(snapshot: &Snapshot, file: &str, id: &str) -> Option<String> {
     snapshot.files.iter().find_map(|(other, state)| {
         let active = state.active.as_ref()?;
-        (other != file
-            && active
-                .check
-                .metadata
-                .id
-                .eq_ignore_ascii_case(&check.metadata.id))
-        .then(|| other.clone())
+        (other != file && active.check.metadata.id.eq_ignore_ascii_case(id)).then(|| other.clone())
     })
 }

@@ -1,12 +1,13 @@
 //! Follows the plugins folder: loads what is there at start, then every new, changed or removed
 //! component (or signature) without a restart.
 //!
-//! A file is loaded only once its size and modification time have stayed the same for
-//! [`SETTLE`], so a writer that copies a file in place is normally seen once, complete. Writers
-//! should still copy to another name and rename into the folder: a rename is atomic. A file
-//! caught half-written anyway fails validation like any bad component, the previous version keeps
-//! serving, and it is loaded again as soon as it changes. Loading (reading, verifying, compiling,
-//! linking, `metadata()`) happens on this task, never on the request path.
+//! A file is loaded only once its [`Stamp`] (size, modification and change times, inode) has
+//! stayed the same for [`SETTLE`], so a writer that copies a file in place is normally seen once,
+//! complete. Writers should still copy to another name and rename into the folder: a rename is
+//! atomic. A file caught half-written anyway fails validation like any bad component, the
+//! previous version keeps serving, and it is loaded again as soon as it changes. Loading
+//! (reading, verifying, compiling, linking, `metadata()`) happens on this task, never on the
+//! request path.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,11 +20,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::engine::DoctorEngine;
-use crate::loader::{self, LoadOptions};
+use crate::loader::{self, LoadError, LoadOptions};
 use crate::service::registry::{Outcome, Registry};
 use crate::service::trust::SIGNATURE_SUFFIX;
 
-/// How long a file's size and modification time must stay unchanged before it is loaded.
+/// How long a file's [`Stamp`] must stay unchanged before it is loaded.
 pub const SETTLE: Duration = Duration::from_millis(300);
 
 /// How often pending files are looked at again.
@@ -33,11 +34,45 @@ const POLL: Duration = Duration::from_millis(100);
 /// (inotify drops events when its queue overflows).
 const RESCAN: Duration = Duration::from_secs(2);
 
-/// What a file looked like when it was last loaded; a different stamp means load it again.
+/// What a component file and its signature looked like when last loaded; a different stamp
+/// means load it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
-    component: (u64, Option<SystemTime>),
-    signature: Option<(u64, Option<SystemTime>)>,
+    component: FileStamp,
+    signature: Option<FileStamp>,
+}
+
+/// What identifies one version of a file without reading it.
+///
+/// Size and modification time alone miss a replacement that keeps both (`cp -p`, `rsync -t`,
+/// `tar x`, reproducible builds all restore the modification time, and a rebuild often has the
+/// same size). The change time cannot be set by a writer, it moves on every write and on every
+/// `utimes`, and a file renamed into place has a new inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    /// `(device, inode, ctime seconds, ctime nanoseconds)`.
+    #[cfg(unix)]
+    identity: (u64, u64, i64, i64),
+}
+
+impl FileStamp {
+    fn of(metadata: &std::fs::Metadata) -> FileStamp {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt as _;
+        FileStamp {
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+            #[cfg(unix)]
+            identity: (
+                metadata.dev(),
+                metadata.ino(),
+                metadata.ctime(),
+                metadata.ctime_nsec(),
+            ),
+        }
+    }
 }
 
 /// The folder watcher; dropping it stops watching.
@@ -150,7 +185,12 @@ impl Follower {
         }
     }
 
-    /// Loads the pending files whose stamp has not changed for [`SETTLE`].
+    /// Loads the pending files whose stamp has not changed for [`SETTLE`]: removals first, then
+    /// the rest by name.
+    ///
+    /// A rename settles both names in the same round; taking the removal first lets the new
+    /// name take over the check id at once instead of being refused as a duplicate, and the
+    /// fixed order makes the outcome the same whatever order the events came in.
     async fn load_settled(&mut self) {
         let mut settled = Vec::new();
         for (name, (last, since)) in &mut self.pending {
@@ -159,10 +199,11 @@ impl Follower {
                 *last = now;
                 *since = Instant::now();
             } else if since.elapsed() >= SETTLE {
-                settled.push(name.clone());
+                settled.push((now.is_some(), name.clone()));
             }
         }
-        for name in settled {
+        settled.sort();
+        for (_, name) in settled {
             self.pending.remove(&name);
             self.load(&name).await;
         }
@@ -183,11 +224,18 @@ impl Follower {
         }
 
         debug!(component = %name, "loading component");
-        let outcome = match loader::load_file(&self.engine, &path, &self.options).await {
+        let inspection = loader::inspect_with(&self.engine, &path, &self.options).await;
+        // The digest of the bytes that were validated, not of the file as it is now: a writer
+        // may have changed it since, and the rejection must name what was actually refused.
+        let digest = inspection.digest.clone();
+        let outcome = match loader::into_loaded(inspection, &path) {
             Ok(check) => Outcome::Loaded(Box::new(check)),
             Err(error) => Outcome::Failed {
-                digest: std::fs::read(&path).ok().map(|b| loader::sha256_hex(&b)),
-                error,
+                error: LoadError {
+                    file: name.to_string(),
+                    error,
+                },
+                digest,
             },
         };
         self.loaded.insert(name.to_string(), before);
@@ -202,14 +250,14 @@ fn component_name(path: &Path) -> Option<String> {
     (component.ends_with(".wasm") && !component.starts_with('.')).then(|| component.to_string())
 }
 
-/// Size and modification time of the component and its signature; `None` when the component is
-/// not a regular file (gone, or a directory).
+/// The stamps of the component and its signature; `None` when the component is not a regular
+/// file (gone, or a directory).
 fn stamp(path: &Path) -> Option<Stamp> {
     let of = |path: &Path| {
         std::fs::metadata(path)
             .ok()
             .filter(|m| m.is_file())
-            .map(|m| (m.len(), m.modified().ok()))
+            .map(|m| FileStamp::of(&m))
     };
     Some(Stamp {
         component: of(path)?,
