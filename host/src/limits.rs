@@ -248,7 +248,12 @@ pub fn to_usize(value: u64) -> usize {
 }
 
 /// A whole number between 1 and `max` under `key`, or `default` when the key is unset.
-fn read_whole(settings: &Settings, key: &str, default: u64, max: u64) -> Result<u64, ConfigError> {
+pub(crate) fn read_whole(
+    settings: &Settings,
+    key: &str,
+    default: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     let Some(text) = settings.get(key) else {
         return Ok(default);
     };

@@ -31,6 +31,7 @@ use tracing::{info, warn};
 
 use crate::config::{ConfigError, Settings};
 use crate::engine::{Allocation, DEFAULT_POOLED_RUNS, DoctorEngine};
+use crate::limits::read_whole;
 use crate::loader::LoadOptions;
 
 /// The port `serve` listens on when `--listen` names none.
@@ -229,42 +230,24 @@ pub fn without_api_keys(settings: &Settings) -> Settings {
 
 /// The bound configured under [`MAX_RUNS_KEY`].
 pub fn max_runs(settings: &Settings) -> Result<usize, ConfigError> {
-    let Some(text) = settings.get(MAX_RUNS_KEY) else {
-        return Ok(DEFAULT_MAX_RUNS);
-    };
-    match text.trim().parse::<usize>() {
-        Ok(n) if (1..=1024).contains(&n) => Ok(n),
-        _ => Err(ConfigError::new(format!(
-            "`{MAX_RUNS_KEY}` must be a whole number between 1 and 1024, got {text:?}"
-        ))),
-    }
+    let default = DEFAULT_MAX_RUNS as u64;
+    Ok(read_whole(settings, MAX_RUNS_KEY, default, 1024)? as usize)
 }
 
 /// The bound configured under [`MAX_PARALLEL_KEY`].
 pub fn max_parallel(settings: &Settings) -> Result<usize, ConfigError> {
-    let Some(text) = settings.get(MAX_PARALLEL_KEY) else {
-        return Ok(DEFAULT_MAX_PARALLEL);
-    };
-    match text.trim().parse::<usize>() {
-        Ok(n) if (1..=MAX_PARALLEL_LIMIT).contains(&n) => Ok(n),
-        _ => Err(ConfigError::new(format!(
-            "`{MAX_PARALLEL_KEY}` must be a whole number between 1 and {MAX_PARALLEL_LIMIT}, got {text:?}"
-        ))),
-    }
+    let (default, max) = (DEFAULT_MAX_PARALLEL as u64, MAX_PARALLEL_LIMIT as u64);
+    Ok(read_whole(settings, MAX_PARALLEL_KEY, default, max)? as usize)
 }
 
-/// The bound configured under [`MAX_TIMEOUT_KEY`], else `configured`, the deadline runs get
-/// when they ask for none.
+/// The bound configured under [`MAX_TIMEOUT_KEY`], in whole seconds up to a day, else
+/// `configured`, the deadline runs get when they ask for none.
 pub fn max_timeout(settings: &Settings, configured: Duration) -> Result<Duration, ConfigError> {
-    let Some(text) = settings.get(MAX_TIMEOUT_KEY) else {
+    if settings.get(MAX_TIMEOUT_KEY).is_none() {
         return Ok(configured);
-    };
-    match text.trim().parse::<u64>() {
-        Ok(n) if (1..=86_400).contains(&n) => Ok(Duration::from_secs(n)),
-        _ => Err(ConfigError::new(format!(
-            "`{MAX_TIMEOUT_KEY}` must be a whole number of seconds between 1 and 86400, got {text:?}"
-        ))),
     }
+    let seconds = read_whole(settings, MAX_TIMEOUT_KEY, configured.as_secs(), 86_400)?;
+    Ok(Duration::from_secs(seconds))
 }
 
 #[cfg(test)]
