@@ -563,12 +563,18 @@ fn sign(key: &Path, file: &Path) {
 fn under_a_signature_policy_unsigned_and_tampered_components_are_refused() {
     let keys = tempfile::tempdir().unwrap();
     let (key, public) = keygen(keys.path());
-    let plugins = plugins_dir(&["well-behaved-check", "oci-push-check"]);
+    let plugins = plugins_dir(&["well-behaved-check", "oci-push-check", "misbehaving-check"]);
     let path = plugins.path().join(WELL_FILE);
     sign(&key, &path);
     let old = digest_of(&path);
+    // Another component under a trusted signature that is not its own.
+    fs::copy(
+        plugins.path().join(format!("{WELL_FILE}.sig")),
+        plugins.path().join("misbehaving-check.wasm.sig"),
+    )
+    .unwrap();
 
-    // At start: the signed one loads, the unsigned one is refused.
+    // At start: the signed one loads; the unsigned and the mis-signed ones are refused.
     let server = Serve::new(plugins.path())
         .set("Doctor:Trust:PublicKeys", &public)
         .start();
@@ -578,6 +584,11 @@ fn under_a_signature_policy_unsigned_and_tampered_components_are_refused() {
         error_for(&checks, "oci-push-check.wasm").contains("not signed"),
         "{checks:#}"
     );
+    assert!(
+        error_for(&checks, "misbehaving-check.wasm").contains("does not verify"),
+        "{checks:#}"
+    );
+    assert!(server.check("test.misbehaving").is_none(), "{checks:#}");
 
     // On swap: a changed file under the old signature is refused.
     let tampered = rebuilt_well_behaved("tampered");
