@@ -223,3 +223,17 @@ fn text_output_shows_severity_diagnosis_and_evidence() {
         "no colour when stdout is not a terminal"
     );
 }
+
+#[test]
+#[should_panic(expected = "CI=true")]
+fn under_ci_a_missing_registry_fails_the_tests() {
+    registry::binary_available("docker-registry-not-installed-here", Some("true"));
+}
+
+#[test]
+fn outside_ci_a_missing_registry_skips_the_tests() {
+    assert!(!registry::binary_available(
+        "docker-registry-not-installed-here",
+        None
+    ));
+}

@@ -137,6 +137,39 @@ fn server_error_500_fails_quoting_the_code() {
 }
 
 #[test]
+fn each_error_status_is_quoted_from_an_oci_or_a_plain_body() {
+    for (status, severity) in [(404, "fail"), (405, "fail"), (429, "warn"), (500, "fail")] {
+        let oci = server_answering_post(move || {
+            let body = r#"{"errors":[{"code":"DENIED","message":"scripted refusal"}]}"#;
+            respond(status, &[JSON], body)
+        });
+        let result = run_push(&oci.url);
+        assert_eq!(result["severity"], severity, "{status}: {result:#}");
+        assert_eq!(evidence(&result, "status_code"), status.to_string());
+        assert_eq!(
+            evidence(&result, "error_code"),
+            "DENIED",
+            "{status}: {result:#}"
+        );
+        assert_eq!(evidence(&result, "error_message"), "scripted refusal");
+
+        let plain = server_answering_post(move || {
+            respond(status, &[TEXT], "<html>scripted plain refusal</html>\n")
+        });
+        let result = run_push(&plain.url);
+        assert_eq!(result["severity"], severity, "{status}: {result:#}");
+        assert!(
+            evidence(&result, "response_body_excerpt").contains("scripted plain refusal"),
+            "{status}: {result:#}"
+        );
+        assert!(
+            diagnosis(&result).contains("scripted plain refusal"),
+            "the diagnosis quotes the body: {result:#}"
+        );
+    }
+}
+
+#[test]
 fn server_that_never_answers_fails_naming_a_timeout() {
     let server = server_answering_post(|| Reply::Hang);
 

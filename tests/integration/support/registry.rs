@@ -16,7 +16,12 @@ const BINARY: &str = "docker-registry";
 /// them with a note; with `CI=true` it fails them, so CI never passes by
 /// testing nothing.
 pub fn available() -> bool {
-    let found = Command::new(BINARY)
+    binary_available(BINARY, env::var("CI").ok().as_deref())
+}
+
+/// Whether `binary` runs here; when it does not, a test failure if `ci` is `true`, else a note.
+pub fn binary_available(binary: &str, ci: Option<&str>) -> bool {
+    let found = Command::new(binary)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -24,10 +29,10 @@ pub fn available() -> bool {
         .is_ok();
     if !found {
         assert!(
-            env::var("CI").as_deref() != Ok("true"),
-            "`{BINARY}` is not installed and CI=true: install it with `apt-get install -y docker-registry` (make test does)"
+            ci != Some("true"),
+            "`{binary}` is not installed and CI=true: install it with `apt-get install -y docker-registry` (make test does)"
         );
-        eprintln!("skipping: `{BINARY}` is not installed (apt-get install -y docker-registry)");
+        eprintln!("skipping: `{binary}` is not installed (apt-get install -y docker-registry)");
     }
     found
 }
