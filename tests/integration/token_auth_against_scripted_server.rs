@@ -214,6 +214,33 @@ fn read_only_token_refused_for_push_scope_is_no_push_permission() {
         text.contains("push") && !text.contains("invalid credentials"),
         "{text}"
     );
+    assert_eq!(evidence(&result, "token_status"), "401", "{result:#}");
+    // The push scope first, then pull alone; the upload is never tried with a pull token.
+    let token_requests: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.target.starts_with("/token"))
+        .map(|r| r.target)
+        .collect();
+    assert_eq!(token_requests.len(), 2, "{token_requests:?}");
+    assert!(
+        token_requests[0].contains("pull%2Cpush"),
+        "{token_requests:?}"
+    );
+    assert!(
+        token_requests[1].ends_with("%3Apull") && !token_requests[1].contains("push"),
+        "{token_requests:?}"
+    );
+    let bearer_posts = server
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "POST"
+                && r.header("authorization")
+                    .is_some_and(|a| a.starts_with("Bearer "))
+        })
+        .count();
+    assert_eq!(bearer_posts, 0);
 }
 
 #[test]
