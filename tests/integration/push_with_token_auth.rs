@@ -128,6 +128,9 @@ fn pull_only_user_fails_with_no_push_permission_not_invalid_credentials() {
     assert!(text.contains("push"), "{text}");
     assert!(!text.contains("invalid credentials"), "{text}");
     assert_eq!(evidence(&result, "challenge_error"), "insufficient_scope");
+    // Read from the JWT's `access` claim the token server signed.
+    assert_eq!(evidence(&result, "granted_actions"), "pull");
+    assert_eq!(evidence(&result, "auth_method"), "bearer-exchange");
     assert!(setup.registry.upload_sessions().is_empty());
 }
 
