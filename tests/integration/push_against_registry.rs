@@ -90,6 +90,7 @@ fn no_credentials_skips_naming_the_keys_to_set() {
         "{text}"
     );
     assert!(text.contains("OCI:Token"), "{text}");
+    assert_eq!(evidence(&result, "auth_method"), "anonymous");
     assert!(registry.upload_sessions().is_empty());
 }
 
