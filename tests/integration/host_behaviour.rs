@@ -510,3 +510,47 @@ fn a_check_whose_metadata_panics_is_a_load_error_naming_the_file() {
     );
     assert_eq!(outcome.code, 2, "{}", outcome.stderr);
 }
+
+#[test]
+fn plugins_are_read_from_the_plugins_folder_and_the_variable_by_default() {
+    // With no `--plugins`, the folder is `$STELLA_DOCTOR_PLUGINS`, else `./plugins`.
+    let components = plugins_dir(&["well-behaved-check"]);
+    let work = tempfile::tempdir().unwrap();
+    fs::create_dir(work.path().join("plugins")).unwrap();
+    for entry in fs::read_dir(components.path()).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(
+            entry.path(),
+            work.path().join("plugins").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    let binary = env!("CARGO_BIN_EXE_stella-doctor");
+    // Each command starts from an empty environment; only what a test adds is set.
+    let list = |command: &mut std::process::Command| {
+        let output = command
+            .args(["list", "--format", "json"])
+            .output()
+            .expect("run stella-doctor");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+
+    let from_default = list(
+        std::process::Command::new(binary)
+            .env_clear()
+            .current_dir(work.path()),
+    );
+    assert!(from_default.contains("test.well-behaved"), "{from_default}");
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let from_variable = list(
+        std::process::Command::new(binary)
+            .env_clear()
+            .current_dir(elsewhere.path())
+            .env("STELLA_DOCTOR_PLUGINS", components.path()),
+    );
+    assert!(
+        from_variable.contains("test.well-behaved"),
+        "{from_variable}"
+    );
+}
