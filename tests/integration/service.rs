@@ -284,6 +284,64 @@ fn runs_beyond_the_concurrency_bound_get_429() {
 }
 
 #[test]
+fn run_requests_beyond_the_operators_bounds_are_refused_and_a_stalled_body_holds_no_slot() {
+    let plugins = plugins_dir(&["well-behaved-check"]);
+    let server = Serve::new(plugins.path())
+        .set("Doctor:Api:MaxConcurrentRuns", "1")
+        .set("Doctor:Api:MaxParallel", "2")
+        .set("Doctor:Api:MaxTimeoutSeconds", "5")
+        .start();
+
+    let wide = server.run(r#"{"parallel":3}"#);
+    assert_eq!(wide.status, 400, "{wide:?}");
+    assert!(wide.body.contains("Doctor:Api:MaxParallel"), "{wide:?}");
+    let long = server.run(r#"{"timeout":"6s"}"#);
+    assert_eq!(long.status, 400, "{long:?}");
+    assert!(
+        long.body.contains("Doctor:Api:MaxTimeoutSeconds"),
+        "{long:?}"
+    );
+    // Headers only: the body is not sent, so the server has nothing unread when it closes.
+    let opened = |length: usize| {
+        let mut stream = std::net::TcpStream::connect(server.address()).unwrap();
+        let head = format!(
+            "POST /api/v1/doctor/run HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+            server.address()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream
+    };
+    let answer = |mut stream: std::net::TcpStream| {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut text).unwrap();
+        text
+    };
+
+    // A declared length beyond 64 KiB is refused without waiting for the body.
+    let large = answer(opened(100 * 1024));
+    assert!(large.starts_with("HTTP/1.1 413"), "{large}");
+
+    // A client that sends its headers and then nothing: with one run slot, a slot held while
+    // waiting for a body would make the next request a 429.
+    let stalled = opened(100);
+    std::thread::sleep(Duration::from_millis(300));
+    let within = server.run(r#"{"parallel":2,"timeout":"5s"}"#);
+    assert_eq!(within.status, 200, "{within:?}");
+    assert_eq!(server.metric("stella_doctor_runs_throttled_total"), 0.0);
+
+    // The stalled request is answered 408 once the body timeout (10 s) passes.
+    let stalled = answer(stalled);
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+    assert!(
+        stalled.to_lowercase().contains("connection: close"),
+        "{stalled}"
+    );
+}
+
+#[test]
 fn swapping_a_component_under_load_fails_no_run() {
     let plugins = plugins_dir(&["well-behaved-check"]);
     let path = plugins.path().join(WELL_FILE);

@@ -172,6 +172,11 @@ fn collect(mut stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>
 }
 
 impl Server {
+    /// Where it listens, for tests that speak HTTP by hand.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     /// What the server logged so far.
     pub fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
