@@ -99,13 +99,27 @@ pub fn engine(settings: &Settings) -> anyhow::Result<DoctorEngine> {
 /// the one the folder watcher instantiates to read a new component's `metadata()`.
 ///
 /// With a pool this large no combination of accepted requests can find it full; a request
-/// beyond either bound is refused (429 or 400) before it instantiates anything.
+/// beyond either bound is refused (429 or 400) before it instantiates anything. The product may
+/// be at most [`MAX_POOLED_INSTANCES`].
 pub fn pooled_runs(settings: &Settings) -> Result<u32, ConfigError> {
-    let runs = max_runs(settings)?
-        .saturating_mul(max_parallel(settings)?)
-        .saturating_add(1);
-    Ok(u32::try_from(runs).unwrap_or(u32::MAX))
+    let (runs, parallel) = (max_runs(settings)?, max_parallel(settings)?);
+    let instances = runs.saturating_mul(parallel);
+    if instances > MAX_POOLED_INSTANCES {
+        return Err(ConfigError::new(format!(
+            "`{MAX_RUNS_KEY}` ({runs}) × `{MAX_PARALLEL_KEY}` ({parallel}) is {instances} \
+             instances at once, more than the service can reserve ({MAX_POOLED_INSTANCES}); \
+             lower one of the two"
+        )));
+    }
+    Ok(u32::try_from(instances + 1).unwrap_or(u32::MAX))
 }
+
+/// The most instances the service's pool is sized for.
+///
+/// Each pooled instance costs a few memory mappings (its stack and guard page among them), and
+/// Linux allows a process 65530 by default (`vm.max_map_count`): a pool of twice this size
+/// fails to reserve at start.
+pub const MAX_POOLED_INSTANCES: usize = 16_384;
 
 /// Checks the address and token, loads the plugins folder, then serves until the process ends.
 ///
@@ -292,11 +306,20 @@ mod tests {
             pooled_runs(&settings),
             Ok((DEFAULT_MAX_RUNS * DEFAULT_MAX_PARALLEL + 1) as u32)
         );
-        settings.set(MAX_RUNS_KEY, "300");
+        settings.set(MAX_RUNS_KEY, "256");
         settings.set(MAX_PARALLEL_KEY, "64");
-        assert_eq!(pooled_runs(&settings), Ok(300 * 64 + 1));
+        assert_eq!(pooled_runs(&settings), Ok(256 * 64 + 1));
         settings.set(MAX_PARALLEL_KEY, "65");
         assert!(pooled_runs(&settings).is_err());
+
+        // More than the pool can reserve is a configuration error naming both keys.
+        settings.set(MAX_RUNS_KEY, "300");
+        settings.set(MAX_PARALLEL_KEY, "64");
+        let error = pooled_runs(&settings).unwrap_err().to_string();
+        assert!(
+            error.contains(MAX_RUNS_KEY) && error.contains(MAX_PARALLEL_KEY),
+            "{error}"
+        );
     }
 
     #[test]
