@@ -39,11 +39,6 @@ impl Redactor {
         Redactor { secrets }
     }
 
-    /// True when there is nothing to redact.
-    pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
-    }
-
     /// `text` with every secret replaced by [`MASK`].
     pub fn text(&self, text: &str) -> String {
         let mut text = text.to_string();
