@@ -394,6 +394,14 @@ fn remediation_commands_name_the_real_registry_and_repository() {
     );
 }
 
+/// Each of `expected` stands somewhere in the commands of `step`.
+fn assert_commands_contain(step: &crate::model::RemediationStep, expected: &[&str]) {
+    let commands = step.commands.join("\n");
+    for expected in expected {
+        assert!(commands.contains(expected), "{expected}: {commands}");
+    }
+}
+
 #[test]
 fn remediation_covers_compose_systemd_and_helm_with_vendor_hints() {
     let (result, _) = run_basic(FakeRegistry::new().answer(403, &[], JSON_DENIED));
@@ -411,17 +419,14 @@ fn remediation_covers_compose_systemd_and_helm_with_vendor_hints() {
         "{}",
         compose.title
     );
-    let compose_commands = compose.commands.join("\n");
-    for expected in [
-        "docker push registry.example/stellaops/doctor-test:doctor-push-test",
-        "OCI__PushTestRepository=$OCI_PUSH_REPOSITORY\" >> .env",
-        "docker compose up -d",
-    ] {
-        assert!(
-            compose_commands.contains(expected),
-            "{expected}: {compose_commands}"
-        );
-    }
+    assert_commands_contain(
+        compose,
+        &[
+            "docker push registry.example/stellaops/doctor-test:doctor-push-test",
+            "OCI__PushTestRepository=$OCI_PUSH_REPOSITORY\" >> .env",
+            "docker compose up -d",
+        ],
+    );
 
     assert!(
         systemd.title.starts_with("Bare metal / systemd:"),
@@ -443,17 +448,14 @@ fn remediation_covers_compose_systemd_and_helm_with_vendor_hints() {
         "{}",
         helm.title
     );
-    let helm_commands = helm.commands.join("\n");
-    for expected in [
-        "--set oci.pushTestRepository=stellaops/doctor-test",
-        "--set oci.existingSecret=",
-        "helm upgrade ",
-    ] {
-        assert!(
-            helm_commands.contains(expected),
-            "{expected}: {helm_commands}"
-        );
-    }
+    assert_commands_contain(
+        helm,
+        &[
+            "--set oci.pushTestRepository=stellaops/doctor-test",
+            "--set oci.existingSecret=",
+            "helm upgrade ",
+        ],
+    );
 
     // A registry the check does not recognise gets the grant advice of each common vendor.
     for hint in [
