@@ -165,15 +165,17 @@ impl LogSecrets {
     /// Adds the secrets of `redactor`, each also as a log line shows it: logged text values
     /// are escaped (`\"`, `\\`, `\n`), and an escaped secret no longer matches itself.
     pub fn protect(&self, redactor: &Redactor) {
+        // The service calls this on every request with secrets it usually knows already; a
+        // secret's escaped form is always added with it, so the raw ones decide.
+        if self.current().covers(redactor) {
+            return;
+        }
         let escaped = redactor.secrets.iter().filter_map(|secret| {
             let debug = format!("{secret:?}");
             let escaped = &debug[1..debug.len() - 1];
             (escaped != secret).then(|| escaped.to_string())
         });
         let added = Redactor::new(redactor.secrets.iter().cloned().chain(escaped));
-        if self.current().covers(&added) {
-            return;
-        }
         let mut current = self.redactor.write().unwrap_or_else(|p| p.into_inner());
         *current = Arc::new(current.union(&added));
     }
